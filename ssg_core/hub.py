@@ -1,0 +1,157 @@
+"""Checkpoint files: where they come from, how they are fetched, how they are loaded.
+
+Every model file the project can use is registered in `MODELS` (model name -> files),
+so `scripts/download.py --model NAME` can fetch ahead on a machine with network and the
+samplers can run later with `HF_HUB_OFFLINE=1`. Loading is always `weights_only=True`
+(or safetensors) and strict; failures become one-line `SSGError`s.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import SSGError
+
+
+@dataclass(frozen=True)
+class HubFile:
+    repo_id: str
+    filename: str                 # path inside the Hugging Face repo
+    repo_type: str = "model"
+    kind: str = "file"            # "file" (one file) or "snapshot" (a whole repo / folder pattern)
+    allow_patterns: tuple[str, ...] = ()
+
+
+# model name -> files it needs. The model packages add their own entries here.
+MODELS: dict[str, list[HubFile]] = {
+    **{
+        f"var-d{d}": [HubFile("FoundationVision/var", "vae_ch160v4096z32.pth"),
+                      HubFile("FoundationVision/var", f"var_d{d}.pth")]
+        for d in (16, 20, 24, 30, 36)
+    },
+    # Infinity: transformer + BSQ VAE from FoundationVision/Infinity, text encoder google/flan-t5-xl
+    "infinity-2b": [HubFile("FoundationVision/Infinity", "infinity_2b_reg.pth"),
+                    HubFile("FoundationVision/Infinity", "infinity_vae_d32reg.pth"),
+                    HubFile("google/flan-t5-xl", "", kind="snapshot",
+                            allow_patterns=("*.json", "*.model", "*.safetensors", "*.safetensors.index.json"))],
+    "infinity-8b": [HubFile("FoundationVision/Infinity", "infinity_8b_weights", kind="snapshot",
+                            allow_patterns=("infinity_8b_weights/*",)),
+                    HubFile("FoundationVision/Infinity", "infinity_vae_d56_f8_14_patchify.pth"),
+                    HubFile("google/flan-t5-xl", "", kind="snapshot",
+                            allow_patterns=("*.json", "*.model", "*.safetensors", "*.safetensors.index.json"))],
+    "infinity-125m": [HubFile("FoundationVision/Infinity", "infinity_125M_256x256.pth"),
+                      HubFile("FoundationVision/Infinity", "infinity_vae_d16.pth"),
+                      HubFile("google/flan-t5-xl", "", kind="snapshot",
+                              allow_patterns=("*.json", "*.model", "*.safetensors", "*.safetensors.index.json"))],
+    # HART: transformer (llm/) and hybrid tokenizer (tokenizer/), text encoder Qwen2-VL-1.5B-Instruct's LLM
+    "hart-0.7b": [HubFile("mit-han-lab/hart-0.7b-1024px", "", kind="snapshot",
+                          allow_patterns=("llm/*", "tokenizer/*")),
+                  HubFile("mit-han-lab/Qwen2-VL-1.5B-Instruct", "", kind="snapshot")],
+}
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def _fetch_hint(model: str | None) -> str:
+    return f"`python scripts/download.py --model {model}`" if model else "`python scripts/download.py`"
+
+
+def resolve_file(repo_id: str, filename: str, ckpt_dir: str | os.PathLike | None = None,
+                 model: str | None = None) -> Path:
+    """Local path of `filename` from `repo_id`.
+
+    With `ckpt_dir`, the file is looked up there first (as `ckpt_dir/filename` or by its
+    base name) and downloaded into it when missing and the network is allowed. Without,
+    the Hugging Face cache is used. A file that cannot be had raises a one-line
+    `SSGError` naming the file and the command that fetches it.
+    """
+    if ckpt_dir is not None:
+        for cand in (Path(ckpt_dir) / filename, Path(ckpt_dir) / Path(filename).name):
+            if cand.is_file():
+                return cand
+    from huggingface_hub import hf_hub_download  # imported late: it reads HF_* variables at import
+    try:
+        path = hf_hub_download(repo_id=repo_id, filename=filename,
+                               local_dir=str(ckpt_dir) if ckpt_dir is not None else None)
+    except Exception as e:  # offline, no network, missing repo/file, auth: all the same to a user
+        where = f"in {ckpt_dir}" if ckpt_dir is not None else "in the Hugging Face cache"
+        reason = "HF_HUB_OFFLINE is set" if offline() else f"{type(e).__name__}"
+        raise SSGError(f"checkpoint file {filename!r} (repo {repo_id}) not found {where} and could not be "
+                       f"downloaded ({reason}); fetch it with {_fetch_hint(model)} on a machine with network") from None
+    return Path(path)
+
+
+def resolve_snapshot(repo_id: str, allow_patterns: list[str] | None = None,
+                     ckpt_dir: str | os.PathLike | None = None, model: str | None = None) -> Path:
+    """Local folder with (part of) a whole Hugging Face repo, e.g. a text encoder."""
+    if ckpt_dir is not None and Path(ckpt_dir).is_dir() and any(Path(ckpt_dir).iterdir()):
+        return Path(ckpt_dir)
+    from huggingface_hub import snapshot_download
+    try:
+        path = snapshot_download(repo_id=repo_id, allow_patterns=allow_patterns,
+                                 local_dir=str(ckpt_dir) if ckpt_dir is not None else None)
+    except Exception as e:
+        reason = "HF_HUB_OFFLINE is set" if offline() else f"{type(e).__name__}"
+        raise SSGError(f"repo {repo_id} not available locally and could not be downloaded ({reason}); "
+                       f"fetch it with {_fetch_hint(model)} on a machine with network") from None
+    return Path(path)
+
+
+def sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a checkpoint as a flat name -> tensor dict on CPU.
+
+    `.safetensors` through safetensors, everything else with `torch.load(weights_only=True)`.
+    `key` selects an entry of a wrapped checkpoint (e.g. Infinity's VAE files keep it under "vae").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SSGError(f"checkpoint {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            sd = load_file(str(path), device="cpu")
+        else:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SSGError(f"cannot read checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                       f"the file is truncated, corrupt or not a weights file: delete it and download it again") from None
+    if key is not None:
+        if not isinstance(sd, dict) or key not in sd:
+            raise SSGError(f"checkpoint {path} has no entry {key!r}")
+        sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise SSGError(f"checkpoint {path} is not a flat state dict of tensors")
+    return sd
+
+
+def load_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:
+    """`load_state_dict(strict=True)` with a one-line error naming the first problems."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+             if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+        if wrong:
+            parts.append(f"{len(wrong)} shape mismatches (e.g. {wrong[:2]})")
+        raise SSGError(f"{what} does not fit the model: " + "; ".join(parts))
+    module.load_state_dict(state_dict, strict=True)
