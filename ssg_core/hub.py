@@ -47,10 +47,13 @@ MODELS: dict[str, list[HubFile]] = {
                       HubFile("FoundationVision/Infinity", "infinity_vae_d16.pth"),
                       HubFile("google/flan-t5-xl", "", kind="snapshot",
                               allow_patterns=("*.json", "*.model", "*.safetensors", "*.safetensors.index.json"))],
-    # HART: transformer (llm/) and hybrid tokenizer (tokenizer/), text encoder Qwen2-VL-1.5B-Instruct's LLM
+    # HART: transformer config + EMA weights (llm/; upstream samples with the EMA file, the non-EMA
+    # llm/pytorch_model.bin is only for --no-use_ema), hybrid tokenizer (tokenizer/), and the text
+    # encoder mit-han-lab/Qwen2-VL-1.5B-Instruct (a plain Qwen2 LLM: config, tokenizer files, weights)
     "hart-0.7b": [HubFile("mit-han-lab/hart-0.7b-1024px", "", kind="snapshot",
-                          allow_patterns=("llm/*", "tokenizer/*")),
-                  HubFile("mit-han-lab/Qwen2-VL-1.5B-Instruct", "", kind="snapshot")],
+                          allow_patterns=("llm/config.json", "llm/ema_model.bin", "tokenizer/*")),
+                  HubFile("mit-han-lab/Qwen2-VL-1.5B-Instruct", "", kind="snapshot",
+                          allow_patterns=("*.json", "*.txt", "*.safetensors", "*.bin"))],
 }
 
 

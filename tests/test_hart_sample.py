@@ -1,0 +1,132 @@
+"""End to end: `scripts/hart_t2i.sh` / `hart.sample` on tiny random checkpoints in the release layout
+(llm/ + tokenizer/) with a tiny random `Qwen2Model` and a BPE tokenizer as text encoder."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hart.modules.models.autoencoder import HARTAutoEncoder, HARTAutoEncoderWithDiscConfig
+from hart.modules.models.transformer import HARTForT2I, HARTForT2IConfig
+from hart.sample import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+TOK_CFG = dict(vocab_size=64, z_channels=8, ch=32, ch_mult=[1, 1, 1], v_patch_nums=[1, 2, 3, 4],
+               quantizer_type="var_hybrid", share_quant_resi=4, quant_resi=0.5)
+LLM_CFG = dict(context_token=16, context_dim=64, embed_dim=32, depth=1, num_heads=2, patch_nums=[1, 2, 3, 4],
+               attn_type="llama", mlp_type="llama", diff_width=32, diff_depth=1, num_sampling_steps="8")
+
+
+def _write_tiny_qwen(folder: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2Model
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(["a red heart on a white table", "an astronaut riding a horse on the moon",
+                             "Given a user prompt, generate an enhanced prompt"], trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                  padding_side="right")
+    tok.save_pretrained(folder)
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=128, max_position_embeddings=512)
+    torch.manual_seed(0)
+    Qwen2Model(cfg).save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("hart_tiny")
+    torch.manual_seed(0)
+    vae = HARTAutoEncoder(HARTAutoEncoderWithDiscConfig(**TOK_CFG))
+    (root / "tokenizer").mkdir()
+    (root / "tokenizer" / "config.json").write_text(json.dumps({"model_type": "hart_autoencoder_with_disc", **TOK_CFG}))
+    torch.save({f"vae.{k}": v for k, v in vae.state_dict().items()}, root / "tokenizer" / "pytorch_model.bin")
+    model = HARTForT2I(HARTForT2IConfig(**LLM_CFG), vae=vae)
+    with torch.no_grad():  # larger head weights: diverse, non-uniform tokens
+        model.head.weight.normal_(0, 0.5)
+    (root / "llm").mkdir()
+    (root / "llm" / "config.json").write_text(json.dumps({"model_type": "hart_transformer_t2i", **LLM_CFG}))
+    torch.save(model.state_dict(), root / "llm" / "ema_model.bin")
+    torch.save(model.state_dict(), root / "llm" / "pytorch_model.bin")
+    _write_tiny_qwen(root / "qwen")
+    return root
+
+
+def _base(root: Path) -> list[str]:
+    return ["--model_path", str(root / "llm"), "--text_model_path", str(root / "qwen"), "--max_token_length", "16",
+            "--device", "cpu"]
+
+
+def _png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_script_end_to_end_compare(tiny_root, tmp_path):
+    out = tmp_path / "demo"
+    cmd = ["bash", str(REPO / "scripts" / "hart_t2i.sh"), *_base(tiny_root), "--prompt_list", "a red heart",
+           "an astronaut", "--beta", "0.5", "--compare", "--store_seperately", "--sample_folder_dir", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for sub in ("baseline", "ssg"):
+        for i in range(2):
+            assert _png(out / sub / f"{i:06d}.png").shape == (16, 16, 3)
+    assert _png(out / "compare.png").shape[0] > 32  # two rows of 16 px images plus padding
+    assert (out / "prompt.txt").read_text().splitlines() == ["a red heart", "an astronaut"]
+    assert not np.array_equal(_png(out / "baseline" / "000000.png"), _png(out / "ssg" / "000000.png"))
+
+
+def test_eval_mode_resumes_and_writes_manifest(tiny_root, tmp_path):
+    prompts = tmp_path / "meta_data.json"
+    prompts.write_text(json.dumps({f"id{i}": {"prompt": p, "category": "c"} for i, p in
+                                   enumerate(["a red heart", "a white table", "the moon"])}))
+    out = tmp_path / "eval"
+    args = [*_base(tiny_root), "--prompt_file", str(prompts), "--no-more_smooth", "--beta", "0.5",
+            "--sample_folder_dir", str(out), "--npz"]
+    assert main(args) == 0
+    first = _png(out / "000001.png")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_images"] == 3 and manifest["ssg"] is True and manifest["betas"] == [0.0, 0.5, 0.5, 0.5]
+    assert len(manifest["checkpoints_sha256"]) == 4
+    assert [r["id"] for r in json.loads((out / "prompts.json").read_text())] == ["id0", "id1", "id2"]
+    assert np.load(out / "samples.npz")["arr_0"].shape == (3, 16, 16, 3)
+    # resume: a deleted image is redone identically (its seed depends only on (seed, index))
+    (out / "000001.png").unlink()
+    mtime = (out / "000000.png").stat().st_mtime_ns
+    assert main(args) == 0
+    assert np.array_equal(_png(out / "000001.png"), first)
+    assert (out / "000000.png").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--prompt", "x", "--beta", "0,0.5"], "beta list has 2 values but the model samples 4 scales"),
+    (["--prompt", "x", "--max_token_length", "300"], "max_token_length 300 != the transformer's context_token 16"),
+    (["--prompt", "x", "--compare"], "--compare needs a non-zero --beta"),
+    ([], "give exactly one of --prompt"),
+])
+def test_bad_cli_input_exits_2(tiny_root, tmp_path, capsys, extra, message):
+    args = [a for a in _base(tiny_root) if a not in ("--max_token_length", "16")] if "--max_token_length" in extra \
+        else _base(tiny_root)
+    with pytest.raises(SystemExit) as e:
+        main([*args, *extra, "--sample_folder_dir", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err  # one line, before any model is loaded
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_checkpoint_is_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--model_path", str(tmp_path), "--text_model_path", str(tmp_path), "--prompt", "x", "--device", "cpu"])
+    assert e.value.code == 2
+    assert "config.json not found" in capsys.readouterr().err
