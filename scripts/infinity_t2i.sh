@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Infinity text-to-image with SSG. Every flag goes to Infinity/tools/run_infinity.py (see --help).
+#   bash scripts/infinity_t2i.sh --prompt "an astronaut riding a horse" --beta 0.5 --compare
+#   bash scripts/infinity_t2i.sh --prompt_file prompts.txt --outdir outputs/mjhq --num_samples 1
+# Defaults: infinity_2b at 1024 px (files downloaded on first use), cfg 4, tau 0.5, top-k 900,
+# top-p 0.97, seed 0, beta 0.5. Several GPUs: torchrun --nproc_per_node N -m Infinity.tools.run_infinity ...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+exec "${PYTHON:-python}" -m Infinity.tools.run_infinity "$@"
