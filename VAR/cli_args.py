@@ -15,9 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ssg_core.cli import parse_beta
+from ssg_core.cli import add_ssg_args, make_ssg, ssg_settings  # noqa: F401  (the SSG flags are shared by every sampler)
 from ssg_core.errors import SSGError
-from ssg_core.guidance import SCHEDULES as BETA_SCHEDULES
 
 # Upstream's scale schedules (utils/arg_util.py): 256 px for d16..d30, 512 px for d36.
 PATCH_NUMS: dict[int, tuple[int, ...]] = {
@@ -74,30 +73,6 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
                         "Default: fp16 on CUDA, fp32 on CPU (the only choice there)")
 
 
-def add_ssg_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("SSG (scaled spatial guidance)")
-    g.add_argument("--beta", type=str, default="0.5",
-                   help="guidance strength: one number (spread over the scales by --beta-schedule) or a "
-                        "comma-separated list with one value per scale (10 for VAR; scale 0 is never guided, "
-                        "so its value must be 0). 0 gives upstream's samples exactly. The paper publishes no "
-                        "value; 0.5 is this project's default")
-    g.add_argument("--beta-schedule", choices=BETA_SCHEDULES, default="constant",
-                   help="how one --beta number becomes per-scale values beta_k for the K scales (k = 0..K-1, "
-                        "beta_0 = 0 always): constant: beta_k = beta; linear-decay: beta_k = beta*(K-k)/(K-1), "
-                        "from beta at scale 1 down to beta/(K-1) at the last; linear-increase: beta_k = "
-                        "beta*k/(K-1), from beta/(K-1) up to beta at the last, the same ramp as VAR's CFG")
-    g.add_argument("--dse-mode", choices=("bilinear", "bicubic", "nearest", "area"), default="bilinear",
-                   help="interpolation that builds the prior's new high-frequency band")
-    g.add_argument("--rescale", action=argparse.BooleanOptionalAction, default=True,
-                   help="scale the pasted coarse DCT block by sqrt(h*w/(h_p*w_p)) so that the prior keeps the "
-                        "coarse map's mean (off: literal paste)")
-    g.add_argument("--prior", choices=("dse", "interp"), default="dse",
-                   help="dse: DCT-domain prior (the method); interp: the resized previous logits only (the "
-                        "paper's ablation)")
-    g.add_argument("--cache", choices=("raw", "guided"), default="raw",
-                   help="which previous-scale logits build the prior: raw (post-CFG, before guidance) or guided")
-
-
 # ---------------------------------------------------------------- model choice
 @dataclass(frozen=True)
 class ModelChoice:
@@ -150,33 +125,6 @@ def parse_classes(text: str, num_classes: int) -> list[int]:
     if bad:
         raise SSGError(f"--classes: unknown class id {bad[0]} (this model has classes 0..{num_classes - 1})")
     return ids
-
-
-def make_ssg(args: argparse.Namespace, num_scales: int | None):
-    """(SSG hook or None, per-scale betas or None) for the flags; checks --beta against the scale count.
-
-    With `num_scales` None (the demo, before loading) only the text is checked. The hook is
-    None when every beta is 0: the sampler then runs upstream's code path, bit for bit.
-    """
-    from ssg_core import SSG
-    beta = parse_beta(args.beta)
-    if isinstance(beta, list):
-        if args.beta_schedule != "constant":
-            raise SSGError(f"--beta-schedule {args.beta_schedule} needs one --beta number, not a list")
-        if num_scales is not None and len(beta) != num_scales:
-            raise SSGError(f"--beta list has {len(beta)} values but the model has {num_scales} scales; give one "
-                           f"value per scale (the first must be 0)")
-    ssg = SSG(beta=beta, schedule=args.beta_schedule, mode=args.dse_mode, rescale=args.rescale, prior=args.prior,
-              cache=args.cache)
-    if num_scales is None:
-        return None, None
-    betas = ssg.betas(num_scales)
-    return (ssg if ssg.enabled else None), betas
-
-
-def ssg_settings(args: argparse.Namespace, betas: list[float] | None) -> dict:
-    return {"beta": betas, "beta_text": args.beta, "beta_schedule": args.beta_schedule, "dse_mode": args.dse_mode,
-            "rescale": args.rescale, "prior": args.prior, "cache": args.cache}
 
 
 # ---------------------------------------------------------------- device and precision

@@ -33,8 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the batch's generator (upstream's g_seed); same seed, classes and settings give "
                         "the same images")
-    p.add_argument("--compare", action=argparse.BooleanOptionalAction, default=False,
-                   help="also sample without SSG from the same seed: top row baseline, bottom row SSG")
     p.add_argument("--out", type=Path, default=Path("ssg_samples.png"), help="PNG file to write (atomically)")
     C.add_model_args(p)
     C.add_sampling_args(p)
@@ -60,8 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     if choice.name == "demo":
         labels = C.parse_classes(args.classes or ",".join(map(str, range(var.num_classes))), var.num_classes)
     ssg, betas = C.make_ssg(args, len(var.patch_nums))
-    if args.compare and ssg is None:
-        raise SSGError("--compare needs a non-zero --beta (with beta 0 both rows would be the same)")
 
     label_B = torch.tensor(labels, dtype=torch.long, device=device)
     B = len(labels)

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssg_core import SSG
-from ssg_core.cli import main_guard, parse_beta
+from ssg_core.cli import add_ssg_args, main_guard, make_ssg
 from ssg_core.errors import SSGError
 from ssg_core.evaluation import (image_seed, init_distributed, pack_npz, pending, save_grid, save_png, shard,
                                  to_uint8_hwc, versions, write_json)
@@ -67,22 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prepend upstream's prompt-enhancer system prompt for the text encoder")
     g.add_argument("--top_p", "--top-p", type=float, default=0.0, help="nucleus filtering (upstream: off); top-k is "
                    "fixed by upstream at 600 (scales 0-6) / 300 (later scales)")
-    g = p.add_argument_group("SSG")
-    g.add_argument("--beta", type=parse_beta, default=0.0,
-                   help="SSG strength: one number for every scale k >= 1, or a comma-separated per-scale list with one "
-                        "value per scale (first must be 0); 0 = plain upstream sampling")
-    g.add_argument("--beta_schedule", "--beta-schedule", default="constant",
-                   choices=("constant", "linear-decay", "linear-increase"), help="how a single --beta is spread over scales")
-    g.add_argument("--ssg_mode", "--ssg-mode", default="bilinear", choices=("bilinear", "bicubic", "nearest", "area"),
-                   help="DSE interpolation of the previous scale's logits")
-    g.add_argument("--ssg_prior", "--ssg-prior", default="dse", choices=("dse", "interp"),
-                   help="prior: DSE (DCT low block from the coarse logits) or the plain interpolation (ablation)")
-    g.add_argument("--ssg_rescale", "--ssg-rescale", action=B, default=True,
-                   help="scale the pasted DCT block by sqrt(h*w/(h_p*w_p)) so the prior keeps the coarse map's mean")
-    g.add_argument("--ssg_cache", "--ssg-cache", default="raw", choices=("raw", "guided"),
-                   help="which previous-scale logits DSE uses: unguided (raw) or guided")
-    g.add_argument("--compare", action=B, default=False,
-                   help="also sample without SSG (same seeds) and write baseline/, ssg/ and a compare.png grid")
+    add_ssg_args(p)
     g = p.add_argument_group("output and hardware")
     g.add_argument("--sample_folder_dir", "--sample-folder-dir", default="samples/", help="output folder")
     g.add_argument("--store_seperately", "--store_separately", "--store-separately", action="store_true",
@@ -121,7 +105,7 @@ def check_against_config(args, llm: Path) -> None:
     from hart.modules.models.transformer import HARTForT2IConfig
     cfg = read_config_dict(llm, HARTForT2IConfig.model_type)
     defaults = HARTForT2IConfig()
-    SSG(beta=args.beta, schedule=args.beta_schedule).betas(len(cfg.get("patch_nums", defaults.patch_nums)))
+    make_ssg(args, len(cfg.get("patch_nums", defaults.patch_nums)))
     T = cfg.get("context_token", defaults.context_token)
     if args.max_token_length != T:
         raise SSGError(f"--max_token_length {args.max_token_length} != the transformer's context_token {T}")
@@ -176,9 +160,7 @@ class Sampler:
         if args.max_token_length != model.config.context_token:
             raise SSGError(f"--max_token_length {args.max_token_length} != the transformer's context_token "
                            f"{model.config.context_token}")
-        self.ssg = SSG(beta=args.beta, schedule=args.beta_schedule, mode=args.ssg_mode, rescale=args.ssg_rescale,
-                       prior=args.ssg_prior, cache=args.ssg_cache)
-        self.ssg.betas(len(model.patch_nums))  # a wrong-length beta list fails here, before any work
+        self.ssg, self.betas = make_ssg(args, len(model.patch_nums))  # a wrong-length beta list fails here, before any work
 
     def autocast(self):
         if self.dtype is None:
@@ -200,7 +182,7 @@ class Sampler:
             return self.model.autoregressive_infer_cfg(
                 B=context.shape[0], label_B=context, g_seed=seed, cfg=self.args.cfg, top_p=self.args.top_p,
                 more_smooth=self.args.more_smooth, context_position_ids=pos, context_mask=mask,
-                ssg=self.ssg if with_ssg and self.ssg.enabled else None).float()
+                ssg=self.ssg if with_ssg else None).float()
 
     def runs(self) -> list[tuple[str, bool]]:
         """(sub-folder, with SSG) of every pass: one, or baseline + SSG with --compare."""
@@ -252,11 +234,11 @@ def run_eval(args, sampler: Sampler, rows: list[dict], out: Path, llm: Path, tex
     n = len(rows)
     if dist.is_main:
         manifest = {"model": MODEL_NAME, "settings": settings(args, llm, text), "num_images": n,
-                    "betas": sampler.ssg.betas(len(sampler.model.patch_nums)),
+                    "betas": sampler.betas,
                     "seeds": "image i uses seed image_seed(seed, i) = (seed * 1000003 + i) mod (2^63 - 1)",
                     "checkpoints_sha256": checkpoint_hashes(llm, args.use_ema), "versions": versions()}
         for sub, with_ssg in sampler.runs():
-            write_json(out / sub / "manifest.json", manifest | {"ssg": with_ssg and sampler.ssg.enabled})
+            write_json(out / sub / "manifest.json", manifest | {"ssg": with_ssg and sampler.ssg is not None})
             write_json(out / sub / "prompts.json", rows)
     for sub, with_ssg in sampler.runs():
         todo = pending(out / sub, shard(range(n), dist))
@@ -280,8 +262,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SSGError(f"--cfg must be >= 0, got {args.cfg}")
     if not 0.0 <= args.top_p < 1.0:
         raise SSGError(f"--top_p must be in [0, 1), got {args.top_p}")
-    if args.compare and not SSG(beta=args.beta).enabled:
-        raise SSGError("--compare needs a non-zero --beta")
     dist = init_distributed(args.device)
     if dist.device.type == "cuda" and not torch.cuda.is_available():
         raise SSGError("--device cuda requested but no GPU is available")

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(simulates a killed run; rerun without it to resume)")
     C.add_model_args(p)
     C.add_sampling_args(p)
-    C.add_ssg_args(p)
+    C.add_ssg_args(p, compare=False)
     return p
 
 

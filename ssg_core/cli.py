@@ -35,3 +35,64 @@ def parse_beta(text: str) -> float | list[float]:
     except ValueError:
         raise SSGError(f"--beta: expected a number or a comma-separated list, got {text!r}") from None
     return values[0] if len(values) == 1 and "," not in text else values
+
+
+# ---------------------------------------------------------------- the SSG flags, shared by every sampler
+def add_ssg_args(p, default_beta: str = "0.5", compare: bool = True):
+    """Add the SSG flags to an argparse parser (each also spelled with underscores, as upstream CLIs do).
+
+    Sets `beta` (text), `beta_schedule`, `dse_mode`, `rescale`, `prior`, `cache`, and `compare`
+    unless `compare=False` (evaluation samplers, which write one set of images).
+    """
+    import argparse
+
+    from .dse import MODES, PRIORS
+    from .guidance import CACHES, SCHEDULES
+
+    g = p.add_argument_group("SSG (Scaled Spatial Guidance)")
+    g.add_argument("--beta", type=str, default=str(default_beta),
+                   help="guidance strength: one number (spread over the scales k >= 1 by --beta-schedule) or a "
+                        "comma-separated list with one value per scale (scale 0 is never guided, so its value must "
+                        f"be 0). 0 gives upstream's samples exactly. The paper publishes no value; default {default_beta}")
+    g.add_argument("--beta-schedule", "--beta_schedule", dest="beta_schedule", choices=SCHEDULES, default="constant",
+                   help="how one --beta number becomes per-scale values for K scales (beta_0 = 0 always): constant: "
+                        "beta_k = beta; linear-decay: beta_k = beta*(K-k)/(K-1), from beta at scale 1 down to "
+                        "beta/(K-1); linear-increase: beta_k = beta*k/(K-1), up to beta at the last scale")
+    g.add_argument("--dse-mode", "--dse_mode", dest="dse_mode", choices=MODES, default="bilinear",
+                   help="interpolation that builds the prior's new high-frequency band")
+    g.add_argument("--rescale", action=argparse.BooleanOptionalAction, default=True,
+                   help="scale the pasted coarse DCT block by sqrt(h*w/(h_p*w_p)) so that the prior keeps the "
+                        "coarse map's mean (off: literal paste)")
+    g.add_argument("--prior", choices=PRIORS, default="dse",
+                   help="dse: DCT-domain prior (the method); interp: the resized previous logits only (the "
+                        "paper's ablation)")
+    g.add_argument("--cache", choices=CACHES, default="raw",
+                   help="which previous-scale logits build the prior: raw (post-CFG, before guidance) or guided")
+    if compare:
+        g.add_argument("--compare", action=argparse.BooleanOptionalAction, default=False,
+                       help="also sample without SSG from the same seeds and show both side by side")
+    return g
+
+
+def make_ssg(args, num_scales: int | None):
+    """(SSG hook or None, per-scale betas or None) from the flags of `add_ssg_args`.
+
+    Checks the flags (and a beta list against `num_scales` when known). The hook is None
+    when every beta is 0, so the sampler runs upstream's code path bit for bit.
+    """
+    from .guidance import SSG
+
+    ssg = SSG(beta=parse_beta(args.beta), schedule=args.beta_schedule, mode=args.dse_mode, rescale=args.rescale,
+              prior=args.prior, cache=args.cache)
+    if num_scales is None:
+        return None, None
+    betas = ssg.betas(num_scales)
+    if getattr(args, "compare", False) and not ssg.enabled:
+        raise SSGError("--compare needs a non-zero --beta")
+    return (ssg if ssg.enabled else None), betas
+
+
+def ssg_settings(args, betas: list[float] | None) -> dict:
+    """The SSG flags as they go into a manifest."""
+    return {"beta": betas, "beta_text": args.beta, "beta_schedule": args.beta_schedule, "dse_mode": args.dse_mode,
+            "rescale": args.rescale, "prior": args.prior, "cache": args.cache}

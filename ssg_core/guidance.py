@@ -97,7 +97,8 @@ class SSG:
         K = int(num_scales)
         if isinstance(self.beta, list):
             if len(self.beta) != K:
-                raise SSGError(f"beta list has {len(self.beta)} values but the model samples {K} scales")
+                raise SSGError(f"beta list has {len(self.beta)} values but the model samples {K} scales; give one "
+                               f"value per scale (the first must be 0)")
             return list(self.beta)
         if K <= 1:
             return [0.0] * K

@@ -111,7 +111,7 @@ def test_eval_mode_resumes_and_writes_manifest(tiny_root, tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--prompt", "x", "--beta", "0,0.5"], "beta list has 2 values but the model samples 4 scales"),
     (["--prompt", "x", "--max_token_length", "300"], "max_token_length 300 != the transformer's context_token 16"),
-    (["--prompt", "x", "--compare"], "--compare needs a non-zero --beta"),
+    (["--prompt", "x", "--beta", "0", "--compare"], "--compare needs a non-zero --beta"),
     ([], "give exactly one of --prompt"),
 ])
 def test_bad_cli_input_exits_2(tiny_root, tmp_path, capsys, extra, message):

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ssg_core import SSG
-from ssg_core.cli import main_guard, parse_beta
+from ssg_core.cli import add_ssg_args, main_guard, make_ssg
 from ssg_core.errors import SSGError
 from ssg_core.evaluation import init_distributed, save_png, shard, versions, write_json
 from ssg_core.hub import MODELS, load_state_dict, load_strict, resolve_file, resolve_snapshot, sha256
@@ -366,22 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="batch mode: images per prompt, with seeds --seed, --seed+1, ...")
     src.add_argument('--limit', type=int, default=None, help="batch mode: only the first N prompts")
     add_common_arguments(p)
-    g = p.add_argument_group("SSG (Scaled Spatial Guidance)")
-    g.add_argument('--beta', default='0.5',
-                   help="guidance strength: one number for every scale k >= 1, or a comma-separated per-scale list "
-                        "(its first value must be 0); 0 = plain upstream sampling, bit for bit")
-    g.add_argument('--beta_schedule', default='constant', choices=['constant', 'linear-decay', 'linear-increase'],
-                   help="how one --beta number is spread over the scales")
-    g.add_argument('--ssg_mode', default='bilinear', choices=['bilinear', 'bicubic', 'nearest', 'area'],
-                   help="DSE interpolation for the new high-frequency band")
-    g.add_argument('--ssg_rescale', action=argparse.BooleanOptionalAction, default=True,
-                   help="scale the pasted coarse DCT block by sqrt(hw / (h_p w_p)) so the prior keeps the coarse mean")
-    g.add_argument('--ssg_prior', default='dse', choices=['dse', 'interp'],
-                   help="dse: DCT-domain prior; interp: plain resized logits (the paper's ablation)")
-    g.add_argument('--ssg_cache', default='raw', choices=['raw', 'guided'],
-                   help="previous-scale logits kept for the prior: unguided (raw) or guided")
-    g.add_argument('--compare', action=argparse.BooleanOptionalAction, default=False,
-                   help="also sample without SSG (same seed) and save both plus a side-by-side image")
+    add_ssg_args(p)
     return p
 
 
@@ -425,15 +410,6 @@ def resolve_settings(args) -> None:
         raise SSGError("give either --prompt or --prompt_file")
     if args.num_samples < 1:
         raise SSGError(f"--num_samples must be >= 1, got {args.num_samples}")
-
-
-def make_ssg(args, enabled: bool = True) -> SSG | None:
-    if not enabled:
-        return None
-    beta = parse_beta(args.beta)
-    ssg = SSG(beta=beta, schedule=None if isinstance(beta, list) else args.beta_schedule, mode=args.ssg_mode,
-              rescale=args.ssg_rescale, prior=args.ssg_prior, cache=args.ssg_cache)
-    return ssg if ssg.enabled else None
 
 
 def load_all(args, device) -> Setup:
@@ -558,11 +534,8 @@ def run_batch(setup: Setup, args, ssg: SSG | None, dist) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     resolve_settings(args)
-    ssg = make_ssg(args)
-    if ssg is not None:   # a wrong per-scale beta list fails now, not after minutes of loading
-        ssg.betas(len(get_scale_schedule(args.h_div_w_template, args.pn)))
-    if args.compare and ssg is None:
-        raise SSGError("--compare needs a non-zero --beta")
+    # a wrong per-scale beta list fails now, not after minutes of loading
+    ssg, _ = make_ssg(args, len(get_scale_schedule(args.h_div_w_template, args.pn)))
     dist = init_distributed(args.device)
     device = dist.device
     setup = load_all(args, device)
