@@ -1,0 +1,131 @@
+"""VAR re-implementation against upstream's own outputs (`golden/var`): tiny random d2 model, CPU fp32.
+
+Each sampling case runs once (module-scoped fixtures); the tests then compare tokens (exact),
+f_hat (exact), the image (max-abs <= 1e-5; uint8 +-1) and the SSG diagnostics.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import VAR.models as models
+import VAR.models.var as var_module
+from ssg_core import SSG, dse
+from ssg_core.evaluation import to_uint8_hwc
+from ssg_core.hub import load_state_dict
+
+
+@pytest.fixture(scope="module")
+def case(golden_dir):
+    return json.loads((golden_dir / "var" / "case.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def vae_var(golden_dir, case):
+    b = case["var"]["d2"]["builder"]["kwargs"]
+    vae, var = models.load_vae_var(golden_dir / "var" / "vae_tiny.pth", golden_dir / "var" / "var_tiny_d2.pth",
+                                   depth=b["depth"], patch_nums=b["patch_nums"], shared_aln=b["shared_aln"],
+                                   V=b["V"], Cvae=b["Cvae"], ch=b["ch"], num_classes=b["num_classes"])
+    return vae, var
+
+
+def _sample(vae, var, spec: dict, ssg=None) -> dict:
+    """Run one golden case; record the logits entering the filter, the tokens, f_hat and the image."""
+    out: dict = {"logits": []}
+    real_sample, real_decode = var_module.sample_with_top_k_top_p_, vae.fhat_to_img
+
+    def spy_sample(logits_BlV, **kw):
+        out["logits"].append(logits_BlV.clone())
+        return real_sample(logits_BlV, **kw)
+
+    def spy_decode(f_hat):
+        out["fhat"] = f_hat.clone()
+        return real_decode(f_hat)
+
+    var_module.sample_with_top_k_top_p_, vae.fhat_to_img = spy_sample, spy_decode
+    try:
+        with torch.inference_mode():
+            out["image"], out["tokens"] = var.autoregressive_infer_cfg(
+                spec["B"], torch.tensor(spec["labels"], dtype=torch.long), g_seed=spec["g_seed"], cfg=spec["cfg"],
+                top_k=spec["top_k"], top_p=spec["top_p"], more_smooth=spec["more_smooth"], ssg=ssg,
+                return_tokens=True)
+    finally:
+        var_module.sample_with_top_k_top_p_ = real_sample
+        del vae.fhat_to_img  # back to the class method
+    return out
+
+
+def _spec(case, file):
+    return next(c for c in case["cases"] if c["file"] == file)
+
+
+@pytest.fixture(scope="module")
+def plain(golden_dir, case, vae_var):
+    spec = _spec(case, "expected.npz")
+    return _sample(*vae_var, spec), dict(np.load(golden_dir / "var" / "expected.npz"))
+
+
+@pytest.fixture(scope="module")
+def guided(golden_dir, case, vae_var):
+    spec = _spec(case, "expected_ssg.npz")
+    return _sample(*vae_var, spec, ssg=SSG(beta=spec["ssg_beta"])), dict(np.load(golden_dir / "var" / "expected_ssg.npz"))
+
+
+def _check_outputs(run: dict, expected: dict) -> None:
+    assert len(run["tokens"]) == 10
+    for k, idx in enumerate(run["tokens"]):
+        np.testing.assert_array_equal(idx.numpy(), expected[f"tokens_s{k}"], err_msg=f"tokens of scale {k}")
+    np.testing.assert_array_equal(run["fhat"].numpy(), expected["fhat"])
+    image = run["image"]
+    assert image.dtype == torch.float32 and tuple(image.shape) == expected["image"].shape
+    assert np.abs(image.numpy() - expected["image"]).max() <= 1e-5
+    u8 = to_uint8_hwc(image)
+    assert np.abs(u8.astype(np.int16) - expected["image_uint8"].astype(np.int16)).max() <= 1
+
+
+def test_golden_checkpoints_load_strictly_with_upstream_key_order(golden_dir, vae_var):
+    vae, var = vae_var
+    for module, name in ((vae, "vae_tiny.pth"), (var, "var_tiny_d2.pth")):
+        sd = load_state_dict(golden_dir / "var" / name)
+        assert list(module.state_dict()) == list(sd)  # same keys, in upstream's order
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, sd[key]), key
+    assert not vae.training and not var.training
+
+
+def test_plain_sampling_matches_upstream(plain):
+    run, expected = plain
+    _check_outputs(run, expected)
+    for k in (0, 1):  # the post-CFG logits before filtering (diagnostic)
+        np.testing.assert_allclose(run["logits"][k].numpy(), expected[f"logits_s{k}"], rtol=0, atol=1e-5)
+
+
+def test_ssg_sampling_matches_reference(guided):
+    run, expected = guided
+    _check_outputs(run, expected)
+    np.testing.assert_allclose(run["logits"][2].numpy(), expected["guided_s2"], rtol=0, atol=1e-5)
+
+
+def test_ssg_prior_matches_dse_of_previous_logits(guided):
+    _, expected = guided
+    prior = dse(torch.from_numpy(expected["logits_s1"]), (3, 3), prev_size=(2, 2))
+    np.testing.assert_allclose(prior.numpy(), expected["prior_s2"], rtol=0, atol=1e-5)
+
+
+def test_ssg_changes_tokens_from_scale_1_on(plain, guided):
+    (p, _), (g, _) = plain, guided
+    assert torch.equal(p["tokens"][0], g["tokens"][0])
+    changed = sum(int((a != b).sum()) for a, b in zip(p["tokens"], g["tokens"]))
+    assert changed == 2145  # as the reference run reports
+
+
+def test_beta_zero_is_bitwise_the_plain_case(case, vae_var, plain):
+    spec = _spec(case, "expected.npz")
+    run = _sample(*vae_var, spec, ssg=SSG(beta=[0.0] * 10))
+    ref, _ = plain
+    for a, b in zip(run["tokens"], ref["tokens"]):
+        assert torch.equal(a, b)
+    assert torch.equal(run["fhat"], ref["fhat"]) and torch.equal(run["image"], ref["image"])
