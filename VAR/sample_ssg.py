@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of the batch's generator (upstream's g_seed); same seed, classes and settings give "
                         "the same images")
     p.add_argument("--out", type=Path, default=Path("ssg_samples.png"), help="PNG file to write (atomically)")
+    p.add_argument("--zoom", type=int, default=None,
+                   help="enlarge every image N times (pixel repetition) in the grid, for viewing tiny images. "
+                        "Default: 4 for --model demo (16 px digits), 1 otherwise")
     C.add_model_args(p)
     C.add_sampling_args(p)
     C.add_ssg_args(p)
@@ -43,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.zoom is not None and not 1 <= args.zoom <= 16:
+        raise SSGError(f"--zoom must be between 1 and 16, got {args.zoom}")
     if args.out.suffix.lower() != ".png":
         raise SSGError(f"--out {args.out}: the grid is written as PNG; give a .png file name")
     # Everything checkable without the weights is checked first, so mistakes cost no loading time.
@@ -70,10 +75,17 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [sample(None)] if args.compare else []
     rows.append(sample(ssg))
-    save_grid(args.out, torch.cat(rows), nrow=B)
+    save_grid(args.out, torch.cat(rows), nrow=B, zoom=args.zoom or (4 if choice.name == "demo" else 1))
     what = "baseline (top) and SSG (bottom)" if args.compare else ("SSG" if ssg is not None else "baseline")
     print(f"wrote {args.out} ({what}: {B} image(s) per row, classes {labels}, seed {args.seed}, "
           f"beta {betas}, {rows[0].shape[-1]} px)")
+    if choice.name == "demo":  # the shipped digits classifier says whether each image shows its class
+        from VAR.demo import DigitsScorer
+        scorer = DigitsScorer()
+        names = ["baseline", "SSG"] if args.compare else ["SSG" if ssg is not None else "baseline"]
+        hits = [round(scorer.score(row.cpu(), label_B.cpu())["accuracy"] * B) for row in rows]
+        print("recognised as the requested digit by the demo classifier: "
+              + ", ".join(f"{n} {h}/{B}" for n, h in zip(names, hits)))
     return 0
 
 

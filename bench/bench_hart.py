@@ -22,6 +22,7 @@ from ssg_core.errors import SSGError
 
 from hart.modules.models.autoencoder import HARTAutoEncoder, HARTAutoEncoderWithDiscConfig
 from hart.modules.models.transformer import HARTForT2I, HARTForT2IConfig
+from ssg_timer import TimedSSG  # bench/ is on sys.path when run as a script
 
 PN_1024 = (1, 2, 3, 4, 5, 7, 9, 12, 16, 21, 27, 36, 48, 64)
 PN_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
@@ -90,20 +91,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"HART {args.preset}: {n_params / 1e6:.1f} M transformer parameters, {side} px, {args.dtype}, {where}")
     rows = []
     for B in args.batch_sizes:
-        ssg = SSG(beta=args.beta)
+        ssg = TimedSSG(SSG(beta=args.beta), device)
         for _ in range(args.warmup):
             time_call(model, B, None, dtype, device)
             time_call(model, B, ssg, dtype, device)
-        base, guided = [], []
+        base, guided, inside = [], [], []
         for _ in range(args.iters):  # interleaved, so drift hits both alike
             base.append(time_call(model, B, None, dtype, device))
+            ssg.total = 0.0
             guided.append(time_call(model, B, ssg, dtype, device))
-        b, g = statistics.median(base), statistics.median(guided)
-        rows.append({"batch": B, "baseline_s": b, "ssg_s": g, "overhead_pct": 100 * (g - b) / b})
-    print("\n| batch | without SSG (s/call) | with SSG (s/call) | SSG overhead |")
-    print("|---:|---:|---:|---:|")
+            inside.append(ssg.total)
+        b, g, i = statistics.median(base), statistics.median(guided), statistics.median(inside)
+        rows.append({"batch": B, "baseline_s": b, "ssg_s": g, "overhead_pct": 100 * (g - b) / b,
+                     "inside_ssg_s": i, "inside_pct": 100 * i / g})
+    print("\n| batch | without SSG (s/call) | with SSG (s/call) | end-to-end SSG overhead | time inside SSG hook |")
+    print("|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['batch']} | {r['baseline_s']:.3f} | {r['ssg_s']:.3f} | {r['overhead_pct']:+.1f}% |")
+        print(f"| {r['batch']} | {r['baseline_s']:.3f} | {r['ssg_s']:.3f} | {r['overhead_pct']:+.1f}% "
+              f"| {1e3 * r['inside_ssg_s']:.1f} ms ({r['inside_pct']:.2f}%) |")
     if args.json:
         from ssg_core.evaluation import versions, write_json
         write_json(args.json, {"preset": args.preset, "dtype": args.dtype, "device": where, "params": n_params,

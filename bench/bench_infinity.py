@@ -30,6 +30,7 @@ from Infinity.infinity.models.bsq_vae.vae import vae_model
 from Infinity.infinity.models.infinity import Infinity
 from Infinity.infinity.utils.dynamic_resolution import get_scale_schedule
 from Infinity.tools.run_infinity import MODEL_ARCHS
+from ssg_timer import TimedSSG  # bench/ is on sys.path when run as a script
 
 
 def build(args, device: torch.device) -> tuple[Infinity, torch.nn.Module]:
@@ -63,28 +64,6 @@ def text(B: int, n: int, device: torch.device):
     g = torch.Generator().manual_seed(0)
     kv = (torch.randn(B * n, 2048, generator=g) * 0.25).to(device)
     return kv, [n] * B, torch.arange(0, (B + 1) * n, n, dtype=torch.int32), n
-
-
-class TimedSSG:
-    """Wraps an SSG object and adds up the wall time spent inside its calls (synchronised on GPU)."""
-
-    def __init__(self, ssg: SSG, device: torch.device):
-        self.ssg, self.device, self.total = ssg, device, 0.0
-
-    def reset(self, num_scales: int) -> None:
-        self.ssg.reset(num_scales)
-
-    def _sync(self) -> None:
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize()
-
-    def __call__(self, k: int, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        self._sync()
-        t0 = time.perf_counter()
-        out = self.ssg(k, logits, size)
-        self._sync()
-        self.total += time.perf_counter() - t0
-        return out
 
 
 def time_call(model, vae, sched, label, B, ssg, args, device) -> float:

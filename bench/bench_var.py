@@ -23,21 +23,23 @@ import torch
 
 import VAR.models as models
 from ssg_core import SSG
+from ssg_timer import TimedSSG  # bench/ is on sys.path when run as a script
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def time_sampling(var, B: int, dtype, ssg_beta: float, device: torch.device, steps: int, warmup: int,
-                  args) -> tuple[float, float]:
+                  args) -> tuple[float, float, float]:
     """Median seconds of one `autoregressive_infer_cfg` call of batch B (decode included), without and
-    with SSG. The two are timed alternately, call by call, so that drifting machine load hits both alike."""
+    with SSG, and the seconds spent inside the SSG hook. The two are timed alternately, call by call, so that drifting machine load hits both alike."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     labels = torch.arange(B, device=device) % 1000
     times: dict[bool, list[float]] = {False: [], True: []}
+    inside: list[float] = []  # seconds spent inside the SSG hook per call
     for step in range(warmup + steps):
         for with_ssg in (False, True):
             amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-            ssg = SSG(beta=ssg_beta) if with_ssg else None
+            ssg = TimedSSG(SSG(beta=ssg_beta), device) if with_ssg else None
             sync()
             t0 = time.perf_counter()
             with torch.inference_mode(), amp:
@@ -46,9 +48,11 @@ def time_sampling(var, B: int, dtype, ssg_beta: float, device: torch.device, ste
             sync()
             if step >= warmup:
                 times[with_ssg].append(time.perf_counter() - t0)
+                if with_ssg:
+                    inside.append(ssg.total)
             if not torch.isfinite(img.float()).all():
                 raise RuntimeError(f"non-finite image (B={B}, dtype={dtype})")
-    return statistics.median(times[False]), statistics.median(times[True])
+    return statistics.median(times[False]), statistics.median(times[True]), statistics.median(inside)
 
 
 def set_compiled(var, on: bool, cache: dict) -> None:
@@ -107,21 +111,24 @@ def main() -> None:
             for dname in args.dtypes:
                 dtype = DTYPES[dname]
                 set_compiled(var, args.compile and dtype is not None, compiled)
-                t_plain, t_ssg = time_sampling(var, B, dtype, args.beta, device, args.steps, args.warmup, args)
-                rows.append((depth, B, dname, t_plain, t_ssg))
-                print(f"  d{depth} B={B:<3} {dname}: {t_plain:8.3f} s/call plain, {t_ssg:8.3f} s/call SSG", flush=True)
+                t_plain, t_ssg, t_in = time_sampling(var, B, dtype, args.beta, device, args.steps, args.warmup, args)
+                rows.append((depth, B, dname, t_plain, t_ssg, t_in))
+                print(f"  d{depth} B={B:<3} {dname}: {t_plain:8.3f} s/call plain, {t_ssg:8.3f} s/call SSG "
+                      f"({1e3 * t_in:.1f} ms inside the SSG hook)", flush=True)
         set_compiled(var, False, compiled)
         del var
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
-    fp32 = {(d, b): tp for d, b, dn, tp, _ in rows if dn == "fp32"}
+    fp32 = {(d, b): tp for d, b, dn, tp, _, _ in rows if dn == "fp32"}
     print()
-    print("| model | B | dtype | s / call | img/s | img/s with SSG | SSG time overhead | speed-up vs fp32 |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
-    for d, b, dn, tp, ts in rows:
+    print("| model | B | dtype | s / call | img/s | img/s with SSG | end-to-end SSG overhead | time inside SSG hook "
+          "| speed-up vs fp32 |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for d, b, dn, tp, ts, ti in rows:
         speedup = f"{fp32[(d, b)] / tp:.2f}x" if (d, b) in fp32 else "-"
-        print(f"| d{d} | {b} | {dn} | {tp:.3f} | {b / tp:.4g} | {b / ts:.4g} | {100 * (ts - tp) / tp:+.1f}% | {speedup} |")
+        print(f"| d{d} | {b} | {dn} | {tp:.3f} | {b / tp:.4g} | {b / ts:.4g} | {100 * (ts - tp) / tp:+.1f}% "
+              f"| {1e3 * ti:.1f} ms ({100 * ti / ts:.2f}%) | {speedup} |")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ from .errors import SSGError
 
 
 # ---------------------------------------------------------------- files, atomically
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def _atomic_write(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,6 +34,7 @@ def _atomic_write(path: Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -56,10 +61,16 @@ def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
     return images.detach().float().clamp(0, 1).mul(255).permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
 
 
-def save_grid(path: str | os.PathLike, images: torch.Tensor, nrow: int) -> None:
-    """Save (B, 3, H, W) images in [0, 1] as one PNG grid (2 px padding), atomically."""
+def save_grid(path: str | os.PathLike, images: torch.Tensor, nrow: int, zoom: int = 1) -> None:
+    """Save (B, 3, H, W) images in [0, 1] as one PNG grid (2 px padding), atomically.
+
+    `zoom` enlarges every image by pixel repetition first (for viewing tiny images).
+    """
     from torchvision.utils import make_grid
-    grid = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=max(1, nrow), padding=2, pad_value=1.0)
+    images = images.detach().float().cpu().clamp(0, 1)
+    if zoom > 1:
+        images = images.repeat_interleave(zoom, dim=-2).repeat_interleave(zoom, dim=-1)
+    grid = make_grid(images, nrow=max(1, nrow), padding=2, pad_value=1.0)
     save_png(path, to_uint8_hwc(grid[None])[0])
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_bench_smoke_run_writes_rows(tmp_path):
+def test_bench_smoke_run_writes_rows(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "bench"))  # as when run as `python bench/bench_infinity.py`
     spec = importlib.util.spec_from_file_location("bench_infinity", REPO / "bench" / "bench_infinity.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
