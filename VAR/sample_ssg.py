@@ -80,10 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out} ({what}: {B} image(s) per row, classes {labels}, seed {args.seed}, "
           f"beta {betas}, {rows[0].shape[-1]} px)")
     if choice.name == "demo":  # the shipped digits classifier says whether each image shows its class
-        from VAR.demo import DigitsScorer
-        scorer = DigitsScorer()
+        from VAR.demo import load_classifier
+        clf = load_classifier("cpu")
         names = ["baseline", "SSG"] if args.compare else ["SSG" if ssg is not None else "baseline"]
-        hits = [round(scorer.score(row.cpu(), label_B.cpu())["accuracy"] * B) for row in rows]
+        with torch.inference_mode():  # the classifier takes images in [-1, 1]
+            hits = [int((clf(row.cpu() * 2 - 1).argmax(-1) == label_B.cpu()).sum()) for row in rows]
         print("recognised as the requested digit by the demo classifier: "
               + ", ".join(f"{n} {h}/{B}" for n, h in zip(names, hits)))
     return 0

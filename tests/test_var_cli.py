@@ -176,7 +176,12 @@ def test_demo_model(tmp_path, capsys, monkeypatch):
                                   "--device", "cpu", "--out", str(out)], capsys)
     assert code == 0, err
     assert f"{demo.IMAGE_SIZE} px" in stdout and "[0.0, 0.5, 0.5, 0.5, 0.5, 0.5]" in stdout
-    grid_cells(out, rows=2, cols=2, size=demo.IMAGE_SIZE)
+    assert "recognised as the requested digit by the demo classifier: baseline " in stdout
+    grid_cells(out, rows=2, cols=2, size=4 * demo.IMAGE_SIZE)  # tiny digits are shown 4x by default
+    code, _, err = run_main(["--model", "demo", "--classes", "3,7", "--zoom", "1", "--device", "cpu",
+                             "--out", str(out)], capsys)
+    assert code == 0, err
+    grid_cells(out, rows=1, cols=2, size=demo.IMAGE_SIZE)
     code, _, err = run_main(["--model", "demo", "--classes", "10", "--device", "cpu", "--out", str(out)], capsys)
     assert_one_line_error(code, err, "unknown class id 10", "0..9")
     code, _, err = run_main(["--model", "demo", "--beta", "0,1,1,1,1,1,1,1,1,1", "--device", "cpu",
