@@ -136,11 +136,11 @@ class DSEOperator:
         if self.dense is not None:
             return torch.matmul(self.dense, x.reshape(B, hp * wp, C))
         T = self.L.shape[0]
-        # right factor: (1, T, 1, w, w_p) @ (B, 1, h_p, w_p, C) -> (B, T, h_p, w, C), channel-last kept
-        z = torch.matmul(self.R[None, :, None], x[:, None])
-        # left factor: (h, T*h_p) @ (B, T*h_p, w*C) -> (B, h, w*C); the sum over t is inside the matmul
-        left = self.L.permute(1, 0, 2).reshape(h, T * hp)
-        return torch.matmul(left, z.reshape(B, T * hp, w * C)).reshape(B, h * w, C)
+        # right factors, stacked: (T*w, w_p) @ (B*h_p, w_p, C) -> (B, h_p, T, w, C), channel-last kept
+        z = torch.matmul(self.R.reshape(T * w, wp), x.reshape(B * hp, wp, C))
+        # left factors side by side: (h, h_p*T) @ (B, h_p*T, w*C) -> (B, h, w*C); the sum over t is in the matmul
+        left = self.L.permute(1, 2, 0).reshape(h, hp * T)
+        return torch.matmul(left, z.reshape(B, hp * T, w * C)).reshape(B, h * w, C)
 
 
 def _interp_matrix(n_in: int, n_out: int, mode: str) -> torch.Tensor:
