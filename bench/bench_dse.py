@@ -79,7 +79,6 @@ def main() -> None:
                     t_mm = timeit(lambda: a @ w, device)
                     print(f"{dev_name:6} {name:8} {B:3d} {f'{p}->{n}':>11} {t_ref * 1e3:9.3f} {t_fast * 1e3:9.3f} "
                           f"{t_ref / t_fast:7.1f}x {t_mm * 1e3:9.3f} {t_fast / t_mm:11.3f}")
-                    del x, a, w
 
         # the whole SSG computation of one VAR-d16 batch-32 sample (all scales, as the sampler calls it)
         sides, C, _ = MODELS["var256"]

@@ -10,7 +10,6 @@ size, with SSG off (beta 0) and on (beta 0.5 on every scale >= 1), interleaved, 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 

@@ -10,10 +10,7 @@ import json
 import os
 from pathlib import Path
 
-import torch
-
 from ssg_core.errors import SSGError
-from ssg_core.hub import load_state_dict
 
 WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 
@@ -43,5 +40,12 @@ def find_weight_file(folder: str | os.PathLike, names: tuple[str, ...] = WEIGHT_
     raise SSGError(f"no weight file in {folder} (looked for {', '.join(names)})")
 
 
-def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    return load_state_dict(path)
+def read_config(folder: str | os.PathLike, config_class):
+    """`folder/config.json` as an instance of `config_class` (checked `model_type`, unknown keys are errors)."""
+    cfg = read_config_dict(folder, config_class.model_type)
+    try:
+        config = config_class(**{k: v for k, v in cfg.items() if k != "model_type"})
+    except TypeError as e:
+        raise SSGError(f"{folder}/config.json: {e}") from None
+    config._name_or_path = str(folder)
+    return config

@@ -10,10 +10,9 @@ import os
 
 import torch.nn as nn
 
-from ssg_core.errors import SSGError
-from ssg_core.hub import load_strict
+from ssg_core.hub import load_state_dict, load_strict
 
-from hart.modules.models.loading import find_weight_file, read_config_dict, read_weights
+from hart.modules.models.loading import find_weight_file, read_config
 
 from .configuration import HARTAutoEncoderWithDiscConfig
 from .hart_autoencoder import HARTAutoEncoder
@@ -32,14 +31,9 @@ class HARTAutoEncoderWithDisc(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> "HARTAutoEncoderWithDisc":
         """Build from `path/config.json` and load `path/{pytorch_model.bin|model.safetensors}`; eval mode."""
-        cfg = read_config_dict(path, cls.config_class.model_type)
-        try:
-            config = cls.config_class(**{k: v for k, v in cfg.items() if k != "model_type"})
-        except TypeError as e:
-            raise SSGError(f"{path}/config.json: {e}") from None
-        config._name_or_path = str(path)
+        config = read_config(path, cls.config_class)
         model = cls(config)
         wfile = find_weight_file(path)
-        sd = {k: v for k, v in read_weights(wfile).items() if not k.startswith("disc.")}
+        sd = {k: v for k, v in load_state_dict(wfile).items() if not k.startswith("disc.")}
         load_strict(model, sd, f"tokenizer weights {wfile}")
         return model.eval().requires_grad_(False)

@@ -9,19 +9,18 @@ top-k/top-p; the residual diffusion is untouched.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ssg_core.errors import SSGError
-from ssg_core.hub import load_strict
+from ssg_core.hub import load_state_dict, load_strict
 from ssg_core.sampling import gumbel_noise, sample_with_top_k_top_p_
 
 from hart.modules.diffusion.diffloss import DiffLoss
 from hart.modules.models.autoencoder import HARTAutoEncoder, HARTAutoEncoderWithDisc
-from hart.modules.models.loading import find_weight_file, read_config_dict, read_weights
+from hart.modules.models.loading import find_weight_file, read_config
 from hart.modules.networks.basic_hart import (AdaLNBeforeHead, AdaLNSelfAttn, LlamaRMSNorm, context_pooling,
                                               get_position_ids, rope_1d, rope_2d)
 
@@ -121,15 +120,10 @@ class HARTForT2I(nn.Module):
         non-EMA `pytorch_model.bin` / `model.safetensors`. The tokenizer comes from `vae` or, as upstream,
         from `config.vae_path` or the sibling folder `tokenizer`. Returns the model in eval mode.
         """
-        cfg = read_config_dict(model_path, cls.config_class.model_type)
-        try:
-            config = cls.config_class(**{k: v for k, v in cfg.items() if k != "model_type"})
-        except TypeError as e:
-            raise SSGError(f"{model_path}/config.json: {e}") from None
-        config._name_or_path = str(model_path)
+        config = read_config(model_path, cls.config_class)
         model = cls(config, vae=vae)
         wfile = find_weight_file(model_path, ("ema_model.bin",) if use_ema else ("pytorch_model.bin", "model.safetensors"))
-        load_strict(model, read_weights(wfile), f"transformer weights {wfile}")
+        load_strict(model, load_state_dict(wfile), f"transformer weights {wfile}")
         return model.eval().requires_grad_(False)
 
     def vae_to(self, device: torch.device | str) -> "HARTForT2I":
