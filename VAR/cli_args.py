@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ssg_core.cli import add_ssg_args, make_ssg, ssg_settings  # noqa: F401  (the SSG flags are shared by every sampler)
+from ssg_core.cli import add_ssg_args, make_ssg, pick_device, ssg_settings  # noqa: F401  (shared by every sampler)
 from ssg_core.errors import SSGError
 
 # Upstream's scale schedules (utils/arg_util.py): 256 px for d16..d30, 512 px for d36.
@@ -128,18 +128,6 @@ def parse_classes(text: str, num_classes: int) -> list[int]:
 
 
 # ---------------------------------------------------------------- device and precision
-def pick_device(text: str | None) -> torch.device:
-    if text is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(text)
-    except RuntimeError:
-        raise SSGError(f"--device: not a torch device: {text!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SSGError(f"--device {text}: CUDA is not available on this machine; use --device cpu")
-    return dev
-
-
 def pick_dtype(text: str | None, device: torch.device) -> str:
     if text is None:
         return "fp16" if device.type == "cuda" else "fp32"

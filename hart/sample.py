@@ -262,9 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SSGError(f"--cfg must be >= 0, got {args.cfg}")
     if not 0.0 <= args.top_p < 1.0:
         raise SSGError(f"--top_p must be in [0, 1), got {args.top_p}")
-    dist = init_distributed(args.device)
-    if dist.device.type == "cuda" and not torch.cuda.is_available():
-        raise SSGError("--device cuda requested but no GPU is available")
+    dist = init_distributed(args.device)  # checks --device
     rows = read_prompt_file(args.prompt_file) if args.prompt_file else None
     llm, text = resolve_paths(args)
     check_against_config(args, llm)  # cheap checks before the models are loaded

@@ -5,6 +5,8 @@ import functools
 import sys
 from typing import Callable
 
+import torch
+
 from .errors import SSGError
 
 
@@ -23,6 +25,19 @@ def main_guard(fn: Callable[..., int | None]) -> Callable[..., int | None]:
             raise SystemExit(130) from None
 
     return wrapped
+
+
+def pick_device(text: str | None) -> torch.device:
+    """`--device`: None means CUDA when available, else CPU; a bad name or a missing GPU is a one-line error."""
+    if text is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(text)
+    except RuntimeError:
+        raise SSGError(f"--device: not a torch device: {text!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SSGError(f"--device {text}: CUDA is not available on this machine; use --device cpu")
+    return dev
 
 
 def parse_beta(text: str) -> float | list[float]:

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from .cli import pick_device
 from .errors import SSGError
 
 
@@ -96,9 +97,7 @@ def init_distributed(device: str | None = None) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = pick_device(device)  # one-line errors for a bad name or a missing GPU
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
