@@ -7,6 +7,7 @@ the ratios (SSG on / off, bf16 / fp32) compare like with like.
 
     python bench/bench_var.py                                   # GPU: d16 d30, B 1 16 64, fp32 + bf16
     python bench/bench_var.py --device cpu --depths 16 --batches 1 4 --dtypes fp32 --steps 1
+    python bench/bench_var.py --profile prof/                   # also: where one call's time goes, by operator
 
 bf16 runs under `torch.autocast` (as upstream's notebooks do with fp16); fp32 runs are the exact
 path that reproduces upstream's tokens. `--compile` additionally compiles the blocks' MLPs with
@@ -18,12 +19,14 @@ import argparse
 import contextlib
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 import VAR.models as models
 from ssg_core import SSG
-from ssg_timer import TimedSSG  # bench/ is on sys.path when run as a script
+from profile_ops import format_profile, profile_call  # bench/ is on sys.path when run as a script
+from ssg_timer import TimedSSG
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
@@ -55,6 +58,15 @@ def time_sampling(var, B: int, dtype, ssg_beta: float, device: torch.device, ste
     return statistics.median(times[False]), statistics.median(times[True]), statistics.median(inside)
 
 
+def sample_once(var, B: int, dtype, ssg_beta: float, device: torch.device, args) -> None:
+    """One SSG sampling call as the benchmark times it (for the profiler)."""
+    labels = torch.arange(B, device=device) % 1000
+    amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with torch.inference_mode(), amp:
+        var.autoregressive_infer_cfg(B, labels, g_seed=0, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
+                                     more_smooth=False, ssg=SSG(beta=ssg_beta))
+
+
 def set_compiled(var, on: bool, cache: dict) -> None:
     """Swap compiled MLP forwards in (bf16 runs) or out (fp32 runs); state-dict keys are unchanged."""
     for i, block in enumerate(var.blocks):
@@ -66,7 +78,7 @@ def set_compiled(var, on: bool, cache: dict) -> None:
             del block.ffn.forward
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     help="torch device to run on (default: cuda when available, else cpu)")
@@ -85,7 +97,12 @@ def main() -> None:
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                     help="torch.compile the blocks' MLPs for the bf16 runs (experimental)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU (default: torch's)")
-    args = ap.parse_args()
+    ap.add_argument("--vae-ch", type=int, default=160,
+                    help="VQVAE base width (160 = the released VAE; smaller only for quick smoke runs)")
+    ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                    help="after timing, profile one SSG call per depth and dtype at the largest batch: print the "
+                         "top operators and write a chrome trace and torch's operator table into DIR")
+    args = ap.parse_args(argv)
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,11 +114,11 @@ def main() -> None:
     print(f"VAR sampling speed on {name}, torch {torch.__version__}; cfg {args.cfg}, top-k {args.top_k}, "
           f"top-p {args.top_p}, decode included; median of {args.steps} call(s) after {args.warmup} warm-up")
 
-    rows = []
+    rows, profiles = [], []
     for depth in args.depths:
         t0 = time.perf_counter()
-        _, var = models.build_vae_var(device, depth=depth, flash_if_available=False, fused_if_available=False,
-                                      **models.official_config(depth))
+        _, var = models.build_vae_var(device, depth=depth, ch=args.vae_ch, flash_if_available=False,
+                                      fused_if_available=False, **models.official_config(depth))
         print(f"built d{depth} in {time.perf_counter() - t0:.1f} s")
         compiled: dict = {}
         for dname in args.dtypes:  # one untimed call per dtype: first-call costs stay out of every timing
@@ -115,11 +132,22 @@ def main() -> None:
                 rows.append((depth, B, dname, t_plain, t_ssg, t_in))
                 print(f"  d{depth} B={B:<3} {dname}: {t_plain:8.3f} s/call plain, {t_ssg:8.3f} s/call SSG "
                       f"({1e3 * t_in:.1f} ms inside the SSG hook)", flush=True)
+        if args.profile is not None:
+            B = max(args.batches)
+            for dname in args.dtypes:
+                set_compiled(var, args.compile and DTYPES[dname] is not None, compiled)
+                tag = f"var_d{depth}_B{B}_{dname}"
+                prof = profile_call(lambda: sample_once(var, B, DTYPES[dname], args.beta, device, args), device,
+                                    args.profile, tag)
+                profiles.append((tag, prof))
         set_compiled(var, False, compiled)
         del var
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
+    for tag, prof in profiles:  # before the speed table, so that the table stays the last thing printed
+        print(f"\nprofile of one SSG call, {tag} (trace and full table in {args.profile}):")
+        print(format_profile(prof, device))
     fp32 = {(d, b): tp for d, b, dn, tp, _, _ in rows if dn == "fp32"}
     print()
     print("| model | B | dtype | s / call | img/s | img/s with SSG | end-to-end SSG overhead | time inside SSG hook "
