@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ssg_core.cli import add_ssg_args, make_ssg, pick_device, ssg_settings  # noqa: F401  (shared by every sampler)
+from ssg_core.cli import add_ssg_args, check_sampling, make_ssg, pick_device, ssg_settings  # noqa: F401  (shared by every sampler)
 from ssg_core.errors import SSGError
+from ssg_core.hub import MODELS, load_state_dict, resolve_file, sha256
 
 # Upstream's scale schedules (utils/arg_util.py): 256 px for d16..d30, 512 px for d36.
 PATCH_NUMS: dict[int, tuple[int, ...]] = {
@@ -146,7 +147,6 @@ def autocast(device: torch.device, dtype: str):
 # ---------------------------------------------------------------- checkpoints
 def resolve_checkpoints(args: argparse.Namespace, choice: ModelChoice) -> tuple[Path, Path]:
     """(vae_path, var_path): explicit files first, else `ssg_core.hub` (HF cache or --ckpt-dir)."""
-    from ssg_core.hub import MODELS, resolve_file
     paths: dict[str, Path | None] = {"vae": args.vae_ckpt, "var": args.var_ckpt}
     for what, p in paths.items():
         if p is not None and not Path(p).is_file():
@@ -173,26 +173,16 @@ class VarArch:
         return 16 * self.patch_nums[-1]
 
 
-def peek_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of a weight file without reading its tensors (torch.load onto the meta device)."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
-            with safe_open(str(path), framework="pt") as f:
-                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-        sd = torch.load(str(path), map_location="meta", weights_only=True)
-    except Exception as e:
-        reason = (str(e).splitlines() or [""])[0][:200]
-        raise SSGError(f"cannot read checkpoint {path} ({type(e).__name__}: {reason}); the file is truncated, "
-                       f"corrupt or not a weights file: delete it and download it again") from None
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise SSGError(f"checkpoint {path} is not a flat state dict of tensors")
-    return {k: tuple(v.shape) for k, v in sd.items()}
+def peek_shapes(path: Path, nested: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of a weight file without reading its tensors (loaded onto the meta device)."""
+    return {k: tuple(v.shape) for k, v in load_state_dict(path, nested=nested, device="meta").items()}
 
 
 def read_arch(vae_path: Path, var_path: Path) -> VarArch:
     """Depth, AdaLN sharing and scale schedule of a VAR file, VAE width of a VQVAE file (shapes only)."""
-    vae_sd, var_sd = peek_shapes(vae_path), peek_shapes(var_path)
+    from VAR.models import TRAINING_NESTING
+    vae_sd = peek_shapes(vae_path, TRAINING_NESTING["vae"])
+    var_sd = peek_shapes(var_path, TRAINING_NESTING["var"])
     if "decoder.conv_out.weight" not in vae_sd or "quantize.embedding.weight" not in vae_sd:
         raise SSGError(f"{vae_path} is not a VAR VQVAE checkpoint (no decoder.conv_out.weight / quantize.embedding."
                        f"weight); did you swap --vae-ckpt and --var-ckpt?")
@@ -246,5 +236,4 @@ def load_var_models(args: argparse.Namespace, choice: ModelChoice, device: torch
 
 
 def checkpoint_hashes(info: dict) -> dict[str, str]:
-    from ssg_core.hub import sha256
     return {what: sha256(p) for what, p in info["checkpoints"].items() if os.path.isfile(p)}

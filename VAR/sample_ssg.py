@@ -19,7 +19,7 @@ import torch
 
 from ssg_core.cli import main_guard
 from ssg_core.errors import SSGError
-from ssg_core.evaluation import save_grid
+from ssg_core.evaluation import check_output_path, save_grid
 from VAR import cli_args as C
 
 
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SSGError(f"--zoom must be between 1 and 16, got {args.zoom}")
     if args.out.suffix.lower() != ".png":
         raise SSGError(f"--out {args.out}: the grid is written as PNG; give a .png file name")
+    check_output_path(args.out, "--out")
+    C.check_sampling(args.cfg, args.top_k, args.top_p)
     # Everything checkable without the weights is checked first, so mistakes cost no loading time.
     choice = C.model_choice(args)
     device = C.pick_device(args.device)

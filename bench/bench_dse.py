@@ -20,6 +20,7 @@ import time
 import torch
 
 from ssg_core import SSG, dse, dse_reference
+from ssg_core.cli import main_guard, pick_device
 
 MODELS = {  # name: (scale sides, channels of the logits, transformer width)
     "var256": ([1, 2, 3, 4, 5, 6, 8, 10, 13, 16], 4096, 1024),
@@ -43,7 +44,8 @@ def timeit(fn, device: torch.device, min_time: float = 0.2, max_reps: int = 50) 
     return statistics.median(times)
 
 
-def main() -> None:
+@main_guard
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 32])
@@ -51,15 +53,16 @@ def main() -> None:
     ap.add_argument("--max-gb", type=float, default=None,
                     help="skip cases whose logits exceed this size (default 1.5 on CPU, no limit on CUDA)")
     ap.add_argument("--last", type=int, default=0, help="only the last N scale pairs of each model (0: all)")
-    args = ap.parse_args()
-    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    args = ap.parse_args(argv)
+    devices = [pick_device(d) for d in args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])]
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    header = f"{'device':6} {'model':8} {'B':>3} {'pair':>11} {'ref ms':>9} {'fast ms':>9} {'speed-up':>8} {'matmul ms':>9} {'fast/matmul':>11}"
-    print(header)
-    print("-" * len(header))
-    for dev_name in devices:
-        device = torch.device(dev_name)
+    print("| device | model | B | scale pair | reference (float64) ms | fast ms | speed-up | one FFN matmul ms "
+          "| fast / matmul |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    totals = []
+    for device in devices:
+        dev_name = str(device)
         max_gb = args.max_gb if args.max_gb is not None else (1.5 if device.type == "cpu" else float("inf"))
         for name in args.models:
             sides, C, width = MODELS[name]
@@ -69,7 +72,7 @@ def main() -> None:
             for B in args.batches:
                 for p, n in pairs:
                     if B * n * n * C * 4 / 2**30 * 3 > max_gb:  # input + output + float64 reference
-                        print(f"{dev_name:6} {name:8} {B:3d} {f'{p}->{n}':>11}   skipped (over --max-gb {max_gb})")
+                        print(f"| {dev_name} | {name} | {B} | {p}->{n} | skipped (over --max-gb {max_gb}) | | | | |")
                         continue
                     x = torch.randn(B, p * p, C, device=device)
                     t_ref = timeit(lambda: dse_reference(x, (n, n)), device)
@@ -77,8 +80,8 @@ def main() -> None:
                     a = torch.randn(B * n * n, width, device=device)
                     w = torch.randn(width, 4 * width, device=device)
                     t_mm = timeit(lambda: a @ w, device)
-                    print(f"{dev_name:6} {name:8} {B:3d} {f'{p}->{n}':>11} {t_ref * 1e3:9.3f} {t_fast * 1e3:9.3f} "
-                          f"{t_ref / t_fast:7.1f}x {t_mm * 1e3:9.3f} {t_fast / t_mm:11.3f}")
+                    print(f"| {dev_name} | {name} | {B} | {p}->{n} | {t_ref * 1e3:.3f} | {t_fast * 1e3:.3f} "
+                          f"| {t_ref / t_fast:.1f}x | {t_mm * 1e3:.3f} | {t_fast / t_mm:.3f} |", flush=True)
 
         # the whole SSG computation of one VAR-d16 batch-32 sample (all scales, as the sampler calls it)
         sides, C, _ = MODELS["var256"]
@@ -91,8 +94,10 @@ def main() -> None:
             for k, s in enumerate(sides):
                 ssg(k, logits[k], (s, s))
 
-        t = timeit(one_sample, device)
-        print(f"\n{dev_name}: SSG total for one VAR-d16 sample at batch {B} (10 scales): {t * 1e3:.2f} ms")
+        totals.append(f"{dev_name}: SSG total for one VAR-d16 sample at batch {B} (10 scales): "
+                      f"{timeit(one_sample, device) * 1e3:.2f} ms")
+    print()
+    print("\n".join(totals))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 
 Times one `autoregressive_infer_cfg` call (transformer over all scales, residual diffusion, tokenizer
 decoding; the text encoder is excluded: its output is a random (B, 300, 1536) tensor) for each batch
-size, with SSG off (beta 0) and on (beta 0.5 on every scale >= 1), interleaved, median of --iters.
+size, with SSG off (beta 0) and on (beta 0.5 on every scale >= 1), interleaved, median of --steps.
 
     python bench/bench_hart.py                                  # GPU: 0.7B shapes, 1024 px, bf16, batch 1 and 4
-    python bench/bench_hart.py --preset tiny-256 --device cpu --dtype fp32 --iters 3   # CPU smoke numbers
+    python bench/bench_hart.py --preset tiny-256 --device cpu --dtype fp32 --steps 3   # CPU smoke numbers
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 import torch
 
 from ssg_core import SSG
-from ssg_core.cli import main_guard
+from ssg_core.cli import main_guard, pick_device
 from ssg_core.errors import SSGError
 
 from hart.modules.models.autoencoder import HARTAutoEncoder, HARTAutoEncoderWithDiscConfig
@@ -69,19 +69,17 @@ def time_call(model: HARTForT2I, B: int, ssg: SSG | None, dtype, device: torch.d
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="0.7b-1024", choices=sorted(PRESETS), help="model shape and resolution")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4], help="batch sizes (prompts per call)")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 4], help="batch sizes (prompts per call)")
     p.add_argument("--dtype", default="bf16", choices=("fp32", "fp16", "bf16"), help="autocast dtype")
     p.add_argument("--beta", type=float, default=0.5, help="SSG beta of the 'with SSG' runs")
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per setting first")
-    p.add_argument("--iters", type=int, default=5, help="timed calls per setting (median reported)")
+    p.add_argument("--steps", type=int, default=5, help="timed calls per setting (median reported)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SSGError("--device cuda requested but no GPU is available")
-    if args.iters < 1 or args.warmup < 0:
-        raise SSGError("--iters must be >= 1 and --warmup >= 0")
+    device = pick_device(args.device)
+    if args.steps < 1 or args.warmup < 0:
+        raise SSGError("--steps must be >= 1 and --warmup >= 0")
     dtype = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     model = build(args.preset, device)
     n_params = sum(p.numel() for p in model.parameters())
@@ -89,13 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     side = model.patch_nums[-1] * model.vae_proxy[0].downsample
     print(f"HART {args.preset}: {n_params / 1e6:.1f} M transformer parameters, {side} px, {args.dtype}, {where}")
     rows = []
-    for B in args.batch_sizes:
+    for B in args.batches:
         ssg = TimedSSG(SSG(beta=args.beta), device)
         for _ in range(args.warmup):
             time_call(model, B, None, dtype, device)
             time_call(model, B, ssg, dtype, device)
         base, guided, inside = [], [], []
-        for _ in range(args.iters):  # interleaved, so drift hits both alike
+        for _ in range(args.steps):  # interleaved, so drift hits both alike
             base.append(time_call(model, B, None, dtype, device))
             ssg.total = 0.0
             guided.append(time_call(model, B, ssg, dtype, device))
@@ -111,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         from ssg_core.evaluation import versions, write_json
         write_json(args.json, {"preset": args.preset, "dtype": args.dtype, "device": where, "params": n_params,
-                               "beta": args.beta, "iters": args.iters, "rows": rows, "versions": versions()})
+                               "beta": args.beta, "steps": args.steps, "rows": rows, "versions": versions()})
     return 0
 
 

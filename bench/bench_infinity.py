@@ -1,7 +1,7 @@
 """Throughput of Infinity sampling with and without SSG (random weights, 2B shape by default).
 
     python bench/bench_infinity.py                              # GPU: 2B shape, 1024 px, bf16, batch 1 and 4
-    python bench/bench_infinity.py --device cpu --depth 2 --pn 0.06M --vae_base_ch 32 --reps 3   # CPU smoke run
+    python bench/bench_infinity.py --device cpu --depth 2 --pn 0.06M --vae_base_ch 32 --steps 3   # CPU smoke run
 
 What is timed: one `autoregressive_infer_cfg` call (transformer over all scales with CFG,
 sampling, VAE decode unless --no-decode), for B prompts, after warm-up. The T5 text encoder
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ssg_core import SSG
-from ssg_core.cli import main_guard
+from ssg_core.cli import main_guard, pick_device
 from ssg_core.errors import SSGError
 from ssg_core.evaluation import versions, write_json
 from Infinity.infinity.models.bsq_vae.vae import vae_model
@@ -89,42 +89,42 @@ def main(argv: list[str] | None = None) -> int:
                    help="narrower transformer (0 = real width; heads of 64), only for quick smoke tests")
     p.add_argument('--pn', default='1M', choices=['0.06M', '0.25M', '0.60M', '1M'], help="resolution key (1M = 1024 px)")
     p.add_argument('--h_div_w', type=float, default=1.0, help="aspect-ratio template")
-    p.add_argument('--batch', type=int, nargs='+', default=[1, 4], help="prompts per call")
+    p.add_argument('--batches', type=int, nargs='+', default=[1, 4], help="batch sizes (prompts per call)")
     p.add_argument('--beta', type=float, default=0.5, help="SSG strength for the 'on' runs")
     p.add_argument('--cfg', type=float, default=4.0, help="CFG scale")
     p.add_argument('--tau', type=float, default=0.5, help="temperature")
     p.add_argument('--text_len', type=int, default=30, help="text tokens per prompt (random features)")
-    p.add_argument('--reps', type=int, default=5, help="timed calls per setting")
+    p.add_argument('--steps', type=int, default=5, help="timed calls per setting (median reported)")
     p.add_argument('--warmup', type=int, default=1, help="untimed calls per setting first (kernels, DSE operators)")
     p.add_argument('--vae_base_ch', type=int, default=128, help="VAE width (128 = the released VAEs)")
     p.add_argument('--decode', action=argparse.BooleanOptionalAction, default=True, help="include the VAE decode")
     p.add_argument('--bf16', type=int, default=1, help="1: blocks in bf16 + autocast on GPU (upstream); ignored on CPU")
     p.add_argument('--device', default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument('--threads', type=int, default=0, help="torch CPU threads (0 = torch default)")
-    p.add_argument('--out', default=None, help="write the results as JSON here")
+    p.add_argument('--json', default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise SSGError("--device cuda but no GPU is available")
+    device = pick_device(args.device)
+    if args.steps < 1 or args.warmup < 0:
+        raise SSGError("--steps must be >= 1 and --warmup >= 0")
     model, vae = build(args, device)
     sched = get_scale_schedule(args.h_div_w, args.pn)
     n_params = sum(p.numel() for p in model.parameters())
     rows = []
-    for B in args.batch:
+    for B in args.batches:
         label = text(B, args.text_len, device)
         ssg = SSG(beta=args.beta)
         for _ in range(args.warmup):                            # kernels, caches, DSE operators
             for s in (None, ssg):
                 time_call(model, vae, sched, label, B, s, args, device)
         plain, guided = [], []
-        for _ in range(args.reps):                              # interleaved: drifts hit both alike
+        for _ in range(args.steps):                              # interleaved: drifts hit both alike
             plain.append(time_call(model, vae, sched, label, B, None, args, device))
             guided.append(time_call(model, vae, sched, label, B, ssg, args, device))
         timed = TimedSSG(ssg, device)                           # time inside the hook itself (robust to noise)
         hook = []
-        for _ in range(max(1, args.reps // 2)):
+        for _ in range(max(1, args.steps // 2)):
             timed.total = 0.0
             time_call(model, vae, sched, label, B, timed, args, device)
             hook.append(timed.total)
@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['batch']} | {r['plain_s']:.3f} | {r['ssg_s']:.3f} | {r['plain_s_per_image']:.3f} | "
               f"{r['ssg_s_per_image']:.3f} | {r['overhead_pct']:+.2f} % | {r['hook_s']:.4f} s ({r['hook_pct']:.2f} %) |")
     print("upstream reports 0.8 s per 1024x1024 image for Infinity-2B (GPU not stated)")
-    if args.out:
-        write_json(Path(args.out), dict(args=vars(args), device=dev_name, n_params=n_params, image_px=px, rows=rows,
+    if args.json:
+        write_json(Path(args.json), dict(args=vars(args), device=dev_name, n_params=n_params, image_px=px, rows=rows,
                                         versions=versions()))
     return 0
 

@@ -43,7 +43,7 @@ case $part in
 2)
     step 240 "VAR bf16 with torch.compile'd MLPs" $py bench/bench_var.py --batches 16 64 --dtypes bf16 --compile
     step 150 "Infinity-2B 1024 px bf16 (B 1 4)" $py bench/bench_infinity.py
-    step 150 "HART-0.7B 1024 px bf16 (B 1 4)" $py bench/bench_hart.py --preset 0.7b-1024 --dtype bf16 --batch-sizes 1 4
+    step 150 "HART-0.7B 1024 px bf16 (B 1 4)" $py bench/bench_hart.py --preset 0.7b-1024 --dtype bf16 --batches 1 4
     ;;
 esac
 

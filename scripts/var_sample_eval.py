@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from ssg_core.cli import main_guard
 from ssg_core.errors import SSGError
-from ssg_core.evaluation import (image_seed, init_distributed, pack_npz, pending, save_png, shard, to_uint8_hwc,
-                                 versions, write_json)
+from ssg_core.evaluation import (check_output_path, image_seed, init_distributed, pack_npz, pending, save_png, shard,
+                                 to_uint8_hwc, versions, write_json)
 from VAR import cli_args as C
 
 MANIFEST = "manifest.json"
@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.num_per_class < 1 or args.per_proc_batch_size < 1:
         raise SSGError("--num-per-class and --per-proc-batch-size must be at least 1")
+    check_output_path(args.sample_dir, "--sample-dir", folder=True)
+    npz = args.npz if args.npz is not None else args.sample_dir.parent / (args.sample_dir.name + ".npz")
+    check_output_path(npz, "--npz")
+    C.check_sampling(args.cfg, args.top_k, args.top_p)
     choice = C.model_choice(args)
     device = C.pick_device(args.device)
     dtype = C.pick_dtype(args.dtype, device)
@@ -135,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
 
     dist.barrier()
     if dist.is_main:
-        npz = args.npz if args.npz is not None else args.sample_dir.parent / (args.sample_dir.name + ".npz")
         shape = pack_npz(args.sample_dir, num, npz, shuffle_seed=args.shuffle_seed)
         write_json(args.sample_dir / MANIFEST, {
             "settings": settings, "complete": True, "npz": str(npz), "npz_shape": list(shape),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from typing import Callable
 
@@ -38,6 +39,17 @@ def pick_device(text: str | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SSGError(f"--device {text}: CUDA is not available on this machine; use --device cpu")
     return dev
+
+
+def check_sampling(cfg: float | None = None, top_k: int | None = None, top_p: float | None = None) -> None:
+    """One-line errors for sampling flags out of range, which upstream would silently ignore (a negative top-k,
+    a top-p above 1 turn the filter off) or turn into a torch error deep inside sampling (a NaN cfg)."""
+    if cfg is not None and not math.isfinite(cfg):
+        raise SSGError(f"--cfg must be a finite number, got {cfg}")
+    if top_k is not None and top_k < 0:
+        raise SSGError(f"--top-k must be >= 0 (0: off), got {top_k}")
+    if top_p is not None and not 0.0 <= top_p <= 1.0:
+        raise SSGError(f"--top-p must be between 0 and 1 (0: off), got {top_p}")
 
 
 def parse_beta(text: str) -> float | list[float]:

@@ -45,6 +45,25 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def check_output_path(path: str | os.PathLike, what: str, folder: bool = False) -> Path:
+    """Fail now, in one line, if `path` (a file, or with `folder` a folder) could not be written later:
+    a folder where a file goes or the reverse, a file in the way of its parent folders, or no write
+    permission. Samplers call it before loading any weights, so a typo costs no sampling time."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise SSGError(f"{what} {path} exists and is not a folder")
+    if not folder and path.is_dir():
+        raise SSGError(f"{what} {path} is a folder; give a file name")
+    for parent in path.parents:  # the nearest existing ancestor decides whether the rest can be created
+        if parent.exists():
+            if not parent.is_dir():
+                raise SSGError(f"{what} {path}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise SSGError(f"{what} {path}: no permission to write in {parent}")
+            break
+    return path
+
+
 def save_png(path: str | os.PathLike, image_hwc_uint8: np.ndarray) -> None:
     """Write one (H, W, 3) uint8 image as PNG; the file appears whole or not at all."""
     from PIL import Image

@@ -2,13 +2,15 @@
 
 Every model file the project can use is registered in `MODELS` (model name -> files),
 so `scripts/download.py --model NAME` can fetch ahead on a machine with network and the
-samplers can run later with `HF_HUB_OFFLINE=1`. Loading is always `weights_only=True`
-(or safetensors) and strict; failures become one-line `SSGError`s.
+samplers can run later with `HF_HUB_OFFLINE=1`. Loading is safetensors or `weights_only=True`
+(the released files are plain tensor dicts), then strict; failures become one-line `SSGError`s.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,31 +116,75 @@ def sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def load_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str, torch.Tensor]:
-    """Read a checkpoint as a flat name -> tensor dict on CPU.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # torch's error texts carry terminal bold codes
 
-    `.safetensors` through safetensors, everything else with `torch.load(weights_only=True)`.
+
+def _first_line(e: Exception) -> str:
+    """The informative line of an exception's text: for torch's weights-only refusals, the unpickler's own
+    reason (the text opens with boilerplate), else the first line."""
+    text = _ANSI.sub("", str(e)).strip()
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+
+
+def _torch_load(path: Path, device: str):
+    try:
+        return torch.load(str(path), map_location=device, weights_only=True)
+    except Exception as e:
+        if "Unsupported global" not in str(e):
+            raise
+    # A well-formed pickle that also holds Python objects (a training checkpoint's `args`, say). The released
+    # files never do, so this is a file the user chose; load it in full, as upstream's own torch.load would.
+    print(f"note: {path} holds pickled Python objects besides tensors; loading it with weights_only=False "
+          f"(use only files you trust)", file=sys.stderr)
+    return torch.load(str(path), map_location=device, weights_only=False)
+
+
+def load_state_dict(path: str | os.PathLike, key: str | None = None, nested: tuple[str, ...] = (),
+                    device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Read a checkpoint as a flat name -> tensor dict on CPU (or on "meta": shapes only, no tensor data read).
+
+    `.safetensors` through safetensors, everything else with `torch.load(weights_only=True)`
+    (falling back to a full load, with a note, for a pickle that holds Python objects).
     `key` selects an entry of a wrapped checkpoint (e.g. Infinity's VAE files keep it under "vae").
+    `nested` lists dotted paths tried, in order, when the file is not a flat dict of tensors
+    (e.g. "trainer.var_wo_ddp" for VAR's training checkpoints).
     """
     path = Path(path)
     if not path.is_file():
         raise SSGError(f"checkpoint {path} does not exist")
     try:
-        if path.suffix == ".safetensors":
+        if path.suffix == ".safetensors" and device == "meta":
+            from safetensors import safe_open
+            with safe_open(str(path), framework="pt") as f:
+                sd = {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+        elif path.suffix == ".safetensors":
             from safetensors.torch import load_file
-            sd = load_file(str(path), device="cpu")
+            sd = load_file(str(path), device=device)
         else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+            sd = _torch_load(path, device)
     except Exception as e:
-        raise SSGError(f"cannot read checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+        raise SSGError(f"cannot read checkpoint {path} ({_first_line(e)}); "
                        f"the file is truncated, corrupt or not a weights file: delete it and download it again") from None
     if key is not None:
         if not isinstance(sd, dict) or key not in sd:
             raise SSGError(f"checkpoint {path} has no entry {key!r}")
         sd = sd[key]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise SSGError(f"checkpoint {path} is not a flat state dict of tensors")
+    if not _is_flat(sd):
+        for dotted in nested:
+            inner = sd
+            for part in dotted.split("."):
+                inner = inner.get(part) if isinstance(inner, dict) else None
+            if _is_flat(inner):
+                return inner
+        raise SSGError(f"checkpoint {path} is not a flat state dict of tensors"
+                       + (f" and has none under {', '.join(nested)}" if nested else ""))
     return sd
+
+
+def _is_flat(sd) -> bool:
+    return isinstance(sd, dict) and bool(sd) and all(isinstance(v, torch.Tensor) for v in sd.values())
 
 
 def load_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str) -> None:

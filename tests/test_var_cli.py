@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from VAR import cli_args as C
 from VAR import sample_ssg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,11 +101,18 @@ def assert_no_output(tmp_path: Path) -> None:
     (["--beta", "half"], ["--beta"]),
     (["--dtype", "bf16", "--device", "cpu"], ["needs a CUDA device"]),
     (["--out", "grid.jpg"], ["PNG"]),
+    (["--out", "a_file/grid.png"], ["a_file is a file, not a folder"]),
+    (["--out", "a_folder/x.png/"], ["is a folder"]),
+    (["--top-k", "-3"], ["--top-k must be >= 0"]),
+    (["--top-p", "7"], ["--top-p must be between 0 and 1"]),
+    (["--cfg", "nan"], ["--cfg must be a finite number"]),
 ])
 def test_bad_flags_fail_before_loading(argv, needles, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    import ssg_core.hub
-    monkeypatch.setattr(ssg_core.hub, "resolve_file", lambda *a, **k: pytest.fail("must fail before any download"))
+    (tmp_path / "a_file").write_text("in the way")
+    (tmp_path / "a_folder" / "x.png").mkdir(parents=True)
+    monkeypatch.setattr(C, "resolve_file", lambda *a, **k: pytest.fail("must fail before any download"))
+    monkeypatch.setattr(C, "load_state_dict", lambda *a, **k: pytest.fail("must fail before any loading"))
     argv = ["--device", "cpu", "--out", str(tmp_path / "grid.png"), *argv]
     code, _, err = run_main(argv, capsys)
     assert_one_line_error(code, err, *needles)
@@ -188,3 +196,36 @@ def test_demo_model(tmp_path, capsys, monkeypatch):
                              "--out", str(tmp_path / "x.png")], capsys)
     assert_one_line_error(code, err, "beta list has 10 values", "6 scales")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_training_checkpoints_load_like_the_released_files(golden_dir, tmp_path, capsys):
+    """upstream's train.py nests the weights under ["trainer"] next to pickled args: the CLI takes such files
+    (with a note that they are fully unpickled) and samples exactly what the flat files sample."""
+    import argparse
+    d = golden_dir / "var"
+    flat = {n: torch.load(d / f, map_location="cpu", weights_only=True)
+            for n, f in (("vae", "vae_tiny.pth"), ("var", "var_tiny_d2.pth"))}
+    ck = tmp_path / "ckpt"
+    ck.mkdir()
+    torch.save({"epoch": 3, "iter": 7, "args": argparse.Namespace(depth=2),
+                "trainer": {"config": {}, "vae_local": flat["vae"], "var_wo_ddp": flat["var"], "var_opt": {}}},
+               ck / "ar-ckpt-last.pth")
+    common = ["--classes", "0,207", "--seed", "2", "--beta", "0.5", "--device", "cpu"]
+    code, _, err = run_main(["--vae-ckpt", str(ck / "ar-ckpt-last.pth"), "--var-ckpt", str(ck / "ar-ckpt-last.pth"),
+                             *common, "--out", str(tmp_path / "trained.png")], capsys)
+    assert code == 0, err
+    assert "pickled Python objects" in err and "weights_only=False" in err
+    code, _, err = run_main([*golden_ckpts(golden_dir), *common, "--out", str(tmp_path / "released.png")], capsys)
+    assert code == 0, err
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "trained.png")), np.asarray(Image.open(tmp_path / "released.png")))
+
+
+def test_unreadable_checkpoint_error_is_plain_text(golden_dir, tmp_path, capsys):
+    bad = tmp_path / "ckpt" / "var.pth"
+    bad.parent.mkdir()
+    bad.write_bytes(b"\x80\x02 not a checkpoint" * 8)
+    code, _, err = run_main(["--vae-ckpt", str(golden_dir / "var" / "vae_tiny.pth"), "--var-ckpt", str(bad),
+                             "--device", "cpu", "--out", str(tmp_path / "g.png")], capsys)
+    assert_one_line_error(code, err, str(bad), "Unsupported operand", "corrupt")
+    assert "\x1b[" not in err and "Weights only load failed" not in err   # torch's boilerplate and bold codes
+    assert_no_output(tmp_path)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -127,3 +128,21 @@ def test_bad_class_subset_writes_nothing(golden_dir, tmp_path, capsys):
     assert run_single(argv) == 2
     assert "unknown class id 1000" in capsys.readouterr().err
     assert not d.exists()
+
+
+@pytest.mark.parametrize("where, needle", [("sample_dir", "exists and is not a folder"),
+                                           ("npz", "blocker is a file, not a folder")])
+def test_unusable_output_paths_fail_before_loading(golden_dir, tmp_path, capsys, monkeypatch, where, needle):
+    """a path that could not be written at the end fails at once, not after the images are sampled"""
+    from VAR import cli_args as C
+    monkeypatch.setattr(C, "load_var_models", lambda *a, **k: pytest.fail("must fail before loading"))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("in the way")
+    d = blocker if where == "sample_dir" else tmp_path / "s"
+    argv = common_args(golden_dir, d)
+    if where == "npz":
+        argv += ["--npz", str(blocker / "out.npz")]
+    assert run_single(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]

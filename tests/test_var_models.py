@@ -189,7 +189,16 @@ def test_sampled_fhat_and_teacher_forcing_agree_with_sampling(tiny):
 
 
 # ---------------------------------------------------------------- bad input
-@pytest.mark.parametrize("labels", [torch.tensor([0, 10]), torch.tensor([-1, 3]), 10, torch.tensor([1, 2, 3]),
+def test_null_class_in_a_label_tensor_samples_unconditionally(tiny):
+    """upstream uses a label tensor as is, so the null class id (num_classes) gives unconditional rows,
+    exactly as the int label -1 does."""
+    var = tiny[1]
+    img_t, tok_t = _sample(var, 2, torch.tensor([10, 10]), 5)
+    img_i, tok_i = _sample(var, 2, -1, 5)
+    assert torch.equal(img_t, img_i) and all(torch.equal(a, b) for a, b in zip(tok_t, tok_i))
+
+
+@pytest.mark.parametrize("labels", [torch.tensor([0, 11]), torch.tensor([-1, 3]), 10, torch.tensor([1, 2, 3]),
                                     torch.tensor([0.5, 1.0])])
 def test_unknown_or_malformed_labels_are_rejected(tiny, labels):
     with pytest.raises(SSGError):

@@ -31,6 +31,10 @@ PATCH_NUMS_256 = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
 
 
+# The released files are flat state dicts; upstream's train.py checkpoints nest the weights here.
+TRAINING_NESTING = {"vae": ("trainer.vae_local",), "var": ("trainer.var_wo_ddp",)}
+
+
 def official_config(depth: int) -> dict:
     """patch_nums and shared_aln of the released model of this depth (d16/20/24/30: 256 px, d36: 512 px)."""
     if depth == 36:
@@ -122,8 +126,8 @@ def load_vae_var(vae_path: str | os.PathLike, var_path: str | os.PathLike, depth
         raise SSGError(f"load_vae_var got unknown arguments {sorted(unknown)}")
     kw.update(build_kwargs)
     pns = _check_config(patch_nums, kw["V"], kw["Cvae"], kw["ch"], kw["share_quant_resi"], kw["num_classes"], depth)
-    vae_sd = load_state_dict(vae_path)
-    var_sd = load_state_dict(var_path)
+    vae_sd = load_state_dict(vae_path, nested=TRAINING_NESTING["vae"])
+    var_sd = load_state_dict(var_path, nested=TRAINING_NESTING["var"])
     vae, var = _build_on_meta(pns, depth=depth, shared_aln=shared_aln, **kw)
     _materialise(vae, var, torch.device(device))
     key = "quantize.ema_vocab_hit_SV"  # usage statistics of another scale count: keep ours (as upstream)

@@ -143,9 +143,11 @@ class VAR(nn.Module):
         labels = torch.as_tensor(label_B)
         if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim != 1 or labels.numel() != B:
             raise SSGError(f"labels must be B={B} integer class ids, got shape {tuple(labels.shape)} {labels.dtype}")
-        bad = labels[(labels < 0) | (labels >= self.num_classes)]
+        # as upstream, a tensor may hold the null class (num_classes): that row is sampled unconditionally
+        bad = labels[(labels < 0) | (labels > self.num_classes)]
         if bad.numel():
-            raise SSGError(f"unknown class id {int(bad[0])}: this model has classes 0..{self.num_classes - 1}")
+            raise SSGError(f"unknown class id {int(bad[0])}: this model has classes 0..{self.num_classes - 1} "
+                           f"(and {self.num_classes}, the unconditional class, in a label tensor)")
         return labels.to(device=device, dtype=torch.long)
 
     def _generators(self, B: int, g_seed) -> tuple[torch.Generator | None, list[torch.Generator] | None]:
