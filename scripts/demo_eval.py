@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from ssg_core.cli import main_guard
 from ssg_core.errors import SSGError
-from ssg_core.evaluation import _atomic_write, write_json
+from ssg_core.evaluation import _atomic_write, check_output_path, write_json
 
 METRICS = ("fd", "accuracy", "classifier_score", "precision", "recall")
 SHORT = {"fd": "FD", "accuracy": "acc", "classifier_score": "CS", "precision": "prec", "recall": "rec"}
@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SSGError("--temperatures must be positive")
     if min(args.betas + [args.ssg_beta]) < 0:
         raise SSGError("beta values must be >= 0")
+    check_output_path(args.out, "--out", folder=True)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 

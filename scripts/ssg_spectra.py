@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from ssg_core.cli import add_ssg_args, main_guard, make_ssg, ssg_settings
 from ssg_core.errors import SSGError
-from ssg_core.evaluation import image_seed, write_json
+from ssg_core.evaluation import check_output_path, image_seed, write_json
 
 
 class SpectrumRecorder:
@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SSGError("--transitions must be >= 0")
     if args.real is not None and not args.real.exists():
         raise SSGError(f"--real {args.real} does not exist")
+    check_output_path(args.out, "--out", folder=True)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     choice = C.model_choice(args)

@@ -64,3 +64,15 @@ def test_ssg_spectra_refuses_beta_zero(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         ssg_spectra.main(["--model", "demo", "--beta", "0", "--out", str(tmp_path)])
     assert e.value.code == 2 and "nothing to compare" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["demo_eval", "ssg_spectra"])
+def test_output_folder_blocked_by_a_file_fails_at_once(script, tmp_path, capsys):
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the output folder goes")
+    argv = ["--out", str(blocker)] + (["--model", "demo"] if script == "ssg_spectra" else [])
+    with pytest.raises(SystemExit) as e:
+        globals()[script].main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: --out") and "is not a folder" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
