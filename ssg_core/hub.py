@@ -128,6 +128,9 @@ def _first_line(e: Exception) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
 
 
+_NOTED: set[Path] = set()
+
+
 def _torch_load(path: Path, device: str):
     try:
         return torch.load(str(path), map_location=device, weights_only=True)
@@ -136,8 +139,10 @@ def _torch_load(path: Path, device: str):
             raise
     # A well-formed pickle that also holds Python objects (a training checkpoint's `args`, say). The released
     # files never do, so this is a file the user chose; load it in full, as upstream's own torch.load would.
-    print(f"note: {path} holds pickled Python objects besides tensors; loading it with weights_only=False "
-          f"(use only files you trust)", file=sys.stderr)
+    if path.resolve() not in _NOTED:  # once per file, though the CLIs read shapes first, then weights
+        _NOTED.add(path.resolve())
+        print(f"note: {path} holds pickled Python objects besides tensors; loading it with weights_only=False "
+              f"(use only files you trust)", file=sys.stderr)
     return torch.load(str(path), map_location=device, weights_only=False)
 
 
