@@ -41,15 +41,17 @@ def pick_device(text: str | None) -> torch.device:
     return dev
 
 
-def check_sampling(cfg: float | None = None, top_k: int | None = None, top_p: float | None = None) -> None:
+def check_sampling(cfg: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                   sep: str = "-") -> None:
     """One-line errors for sampling flags out of range, which upstream would silently ignore (a negative top-k,
-    a top-p above 1 turn the filter off) or turn into a torch error deep inside sampling (a NaN cfg)."""
+    a top-p above 1 turn the filter off) or turn into a torch error deep inside sampling (a NaN cfg).
+    `sep` is the word separator of the caller's flags: "-" (--top-k) or "_" (Infinity's and HART's --top_k)."""
     if cfg is not None and not math.isfinite(cfg):
         raise SSGError(f"--cfg must be a finite number, got {cfg}")
     if top_k is not None and top_k < 0:
-        raise SSGError(f"--top-k must be >= 0 (0: off), got {top_k}")
+        raise SSGError(f"--top{sep}k must be >= 0 (0: off), got {top_k}")
     if top_p is not None and not 0.0 <= top_p <= 1.0:
-        raise SSGError(f"--top-p must be between 0 and 1 (0: off), got {top_p}")
+        raise SSGError(f"--top{sep}p must be between 0 and 1 (0: off), got {top_p}")
 
 
 def parse_beta(text: str) -> float | list[float]:

@@ -112,7 +112,7 @@ def test_eval_mode_resumes_and_writes_manifest(tiny_root, tmp_path):
     (["--prompt", "x", "--beta", "0,0.5"], "beta list has 2 values but the model samples 4 scales"),
     (["--prompt", "x", "--max_token_length", "300"], "max_token_length 300 != the transformer's context_token 16"),
     (["--prompt", "x", "--beta", "0", "--compare"], "--compare needs a non-zero --beta"),
-    ([], "give exactly one of --prompt"),
+    (["--prompt", "x", "--prompt_list", "y"], "give at most one of --prompt"),
 ])
 def test_bad_cli_input_exits_2(tiny_root, tmp_path, capsys, extra, message):
     args = [a for a in _base(tiny_root) if a not in ("--max_token_length", "16")] if "--max_token_length" in extra \
@@ -130,3 +130,124 @@ def test_missing_checkpoint_is_one_line_error(tmp_path, capsys):
         main(["--model_path", str(tmp_path), "--text_model_path", str(tmp_path), "--prompt", "x", "--device", "cpu"])
     assert e.value.code == 2
     assert "config.json not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- upstream's habits
+def test_text_encoder_loads_in_float32(tiny_root, tmp_path):
+    """transformers >= 5 would keep the dtype config.json names (bf16 for Qwen2-1.5B-Instruct); upstream runs fp32."""
+    from transformers import Qwen2Model
+
+    from hart.sample import load_text_encoder
+    folder = tmp_path / "qwen_bf16"
+    Qwen2Model.from_pretrained(tiny_root / "qwen").to(torch.bfloat16).save_pretrained(folder)
+    for f in (tiny_root / "qwen").glob("tokenizer*"):
+        (folder / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((folder / "config.json").read_text())
+    assert "bfloat16" in (cfg.get("dtype"), cfg.get("torch_dtype"))
+    _, model = load_text_encoder(folder, torch.device("cpu"))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_one_prompt_writes_000000_png(tiny_root, tmp_path):
+    out = tmp_path / "one"
+    assert main([*_base(tiny_root), "--prompt", "a red heart", "--beta", "0", "--sample_folder_dir", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "prompt.txt"]  # no grid for a single image
+
+
+def test_no_prompt_uses_default_prompts_and_upstream_flags(tiny_root, tmp_path, capsys):
+    from hart.utils.constants import default_prompts
+    out = tmp_path / "defaults"
+    args = [*_base(tiny_root), "--shield_model_path", str(tmp_path / "shieldgemma-2b"), "--use_ema", "True",
+            "--more_smooth", "False", "--use_llm_system_prompt", "1", "--prompt", "", "--sample_folder_dir", str(out)]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "ShieldGemma prompt filter is not applied" in err and "--more_smooth 'False' means True" in err
+    prompts = (out / "prompt.txt").read_text().splitlines()
+    assert len(set(prompts)) == 4 and set(prompts) <= set(default_prompts)
+    assert _png(out / "sample_images.png").shape[1] > 4 * 16  # 4 images in one row
+    assert len(default_prompts) == 9  # upstream's missing comma fuses two prompts
+    assert any("no digital painting blur.Bright scene" in p for p in default_prompts)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    ([], (True, True, True)), (["--more_smooth", "False"], (True, True, True)),  # upstream: type=bool
+    (["--no-more_smooth", "--no-use-ema"], (False, False, True)), (["--use_llm_system_prompt", ""], (True, True, False)),
+    (["--use_ema", "--more-smooth"], (True, True, True)),
+])
+def test_bool_flags_parse_as_upstream(argv, expected):
+    from hart.sample import build_parser
+    a = build_parser().parse_args(argv)
+    assert (a.use_ema, a.more_smooth, a.use_llm_system_prompt) == expected
+
+
+def test_saved_pngs_convert_like_upstream(tmp_path):
+    """x255 in the image's own dtype (fp16 under autocast), a grid's cells in fp16, then truncation."""
+    from torchvision.utils import make_grid
+
+    from hart.sample import save_images
+    every_fp16 = torch.arange(0, 0x3C01, dtype=torch.int16).view(torch.float16)  # all fp16 values in [0, 1]
+    img16 = torch.cat([every_fp16, every_fp16.new_zeros(3 * 72 * 72 - len(every_fp16))]).view(1, 3, 72, 72)
+    assert save_images(img16, tmp_path / "a", False) == [tmp_path / "a" / "000000.png"]
+    upstream = img16.clone().mul_(255).numpy()[0].transpose(1, 2, 0).astype(np.uint8)  # sample.py's expression
+    assert np.array_equal(_png(tmp_path / "a" / "000000.png"), upstream)
+    assert not np.array_equal(upstream, (img16.float() * 255).numpy()[0].transpose(1, 2, 0).astype(np.uint8))
+
+    torch.manual_seed(0)
+    img32 = torch.rand(2, 3, 16, 16)
+    assert save_images(img32, tmp_path / "b", False) == [tmp_path / "b" / "sample_images.png"]
+    grid = _png(tmp_path / "b" / "sample_images.png")
+    upstream = make_grid(img32, nrow=12).to(torch.float16).permute(1, 2, 0).mul_(255).numpy().astype(np.uint8)
+    for i in range(2):  # the cells (upstream's padding is black, the shared helper's white)
+        cell = (slice(2, 18), slice(2 + 18 * i, 18 + 18 * i))
+        assert np.array_equal(grid[cell], upstream[cell])
+    assert not np.array_equal(grid[2:18, 2:18], (img32[0] * 255).permute(1, 2, 0).numpy().astype(np.uint8))
+    names = [p.name for p in save_images(img32, tmp_path / "c", True)]
+    assert names == ["000000.png", "000001.png"]
+
+
+# ------------------------------------------------------------------------------------------- early errors
+@pytest.mark.parametrize("setup, extra, message", [
+    (lambda o: o.write_text("x"), ["--prompt", "x"], "exists and is not a folder"),
+    (lambda o: (o / "sample_images.png").mkdir(parents=True), ["--prompt_list", "a", "b"], "is a folder"),
+    (lambda o: o.mkdir() or (o / "ssg").write_text("x"), ["--prompt", "x", "--compare"], "exists and is not a folder"),
+])
+def test_bad_output_path_fails_before_loading(tmp_path, capsys, setup, extra, message):
+    out = tmp_path / "out"
+    setup(out)
+    with pytest.raises(SystemExit) as e:  # the checkpoint does not exist: the output is checked first
+        main(["--model_path", str(tmp_path / "none"), "--text_model_path", str(tmp_path), *extra,
+              "--sample_folder_dir", str(out), "--device", "cpu"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --sample_folder_dir") and message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("break_folder, message", [
+    (lambda q: [f.unlink() for f in q.iterdir()], "lacks config.json; tokenizer files"),
+    (lambda q: (q / "model.safetensors").unlink(), "lacks weights"),
+    (lambda q: (q / "tokenizer.json").write_text("{"), "cannot load the text encoder's tokenizer from"),
+    (lambda q: (q / "model.safetensors").write_bytes(b"xx"), "cannot load the text encoder model from"),
+])
+def test_broken_text_encoder_is_one_line_error(tiny_root, tmp_path, capsys, break_folder, message):
+    qwen = tmp_path / "qwen"
+    qwen.mkdir()
+    for f in (tiny_root / "qwen").iterdir():
+        (qwen / f.name).write_bytes(f.read_bytes())
+    break_folder(qwen)
+    args = [a if a != str(tiny_root / "qwen") else str(qwen) for a in _base(tiny_root)]
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--prompt", "x", "--sample_folder_dir", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and str(qwen) in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("version, key", [("4.44.2", "torch_dtype"), ("4.55.4", "torch_dtype"),
+                                          ("4.56.0", "dtype"), ("5.23.0", "dtype")])
+def test_fp32_keyword_fits_the_transformers_version(monkeypatch, version, key):
+    import transformers
+
+    from hart.sample import fp32_kwargs
+    monkeypatch.setattr(transformers, "__version__", version)
+    assert fp32_kwargs() == {key: torch.float32}

@@ -112,10 +112,9 @@ def tiny_patchify():
 
 def _sample(model, vae, label, sched, seed, **kw):
     cap: dict = {}
-    kw = {'cfg_list': [3.0] * len(sched), 'tau_list': [1.0] * len(sched), **kw}
+    kw = {'cfg_list': [3.0] * len(sched), 'tau_list': [1.0] * len(sched), 'cfg_insertion_layer': [0], **kw}
     _, idx, _ = model.autoregressive_infer_cfg(vae=vae, scale_schedule=sched, label_B_or_BLT=label, B=2, g_seed=seed,
-                                               top_k=900, top_p=0.97, returns_vemb=1, cfg_insertion_layer=[0],
-                                               vae_type=8, capture=cap, **kw)
+                                               top_k=900, top_p=0.97, returns_vemb=1, vae_type=8, capture=cap, **kw)
     return cap, idx
 
 
@@ -163,3 +162,78 @@ def test_masked_varlen_attention_equals_the_segment_loop():
     # segment 0 attends to its own 3 keys only
     ref = torch.softmax(torch.einsum('qhc,khc->hqk', q[:Lq], kv[:3, 0]) * c ** -0.5, -1)
     torch.testing.assert_close(seg[:Lq], torch.einsum('hqk,khc->qhc', ref, kv[:3, 1]), rtol=1e-5, atol=1e-6)
+
+
+def _upstream_bf16_self_attention(sa, x, table, start):
+    """Upstream's dtype flow: head scale, q and k rounded to qkv's dtype, then RoPE in that dtype."""
+    B, L, C = x.shape
+    H, hd = sa.num_heads, sa.head_dim
+    qkv = torch.nn.functional.linear(x, sa.mat_qkv.weight, torch.cat((sa.q_bias, sa.zero_k_bias, sa.v_bias)))
+    q, k, v = qkv.view(B, L, 3, H, hd).permute(2, 0, 3, 1, 4).unbind(0)
+    scale_mul = sa.scale_mul_1H11.clamp_max(sa.max_scale_mul).exp().to(qkv.dtype)
+    q = torch.nn.functional.normalize(q, dim=-1, eps=1e-12).mul(scale_mul).to(qkv.dtype)
+    k = torch.nn.functional.normalize(k, dim=-1, eps=1e-12).to(qkv.dtype)
+    cos, sin = table[:, start:start + L].to(qkv.dtype)
+
+    def rotate(t):
+        t = t.reshape(*t.shape[:-1], -1, 2)
+        return torch.stack([cos * t[..., 0] - sin * t[..., 1], sin * t[..., 0] + cos * t[..., 1]], -1).flatten(-2)
+    with torch.autocast('cpu', enabled=False):
+        q, k = rotate(q), rotate(k)
+    o = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=1.0)
+    return sa.proj(o.transpose(1, 2).reshape(B, L, C)), k
+
+
+@pytest.mark.parametrize("case", ["bf16 blocks", "fp32 blocks under bf16 autocast (--bf16 0)"])
+def test_self_attention_rounds_q_k_and_head_scale_to_bf16_before_rope(case):
+    from Infinity.infinity.models.basic import SelfAttention
+    torch.manual_seed(0)
+    sa = SelfAttention(embed_dim=64, num_heads=4)
+    with torch.no_grad():
+        sa.q_bias.normal_()
+        sa.v_bias.normal_()
+        sa.scale_mul_1H11.copy_(torch.tensor([1.3, 2.2, 3.7, 5.1]).view(1, 4, 1, 1))   # one above ln 100
+    x = torch.randn(2, 4, 64)
+    if case == "bf16 blocks":
+        sa, x, ctx = sa.bfloat16(), x.bfloat16(), torch.autocast('cpu', enabled=False)
+    else:
+        ctx = torch.autocast('cpu', dtype=torch.bfloat16)     # qkv comes out bf16, exp(scale) float32
+    table = Rope2DTable(16).get(get_scale_schedule(1.0, '0.06M'), torch.device('cpu'))
+    sa.kv_caching(True)
+    with torch.no_grad(), ctx:
+        out = sa(x, table, 1)                                  # scale (2, 2): RoPE rows 1..4
+        ref, k_ref = _upstream_bf16_self_attention(sa, x, table, 1)
+    assert sa.cached_k.dtype == torch.bfloat16
+    assert torch.equal(sa.cached_k, k_ref) and torch.equal(out, ref)
+
+
+def test_cfg_insertion_layer_values_upstream_refuses():
+    from Infinity.infinity.models.infinity import check_cfg_insertion_layer
+    from ssg_core.errors import SSGError
+    check_cfg_insertion_layer([0, 1, -1, -31], depth=32)
+    for bad in ([2], [-32], [0, -40]):
+        with pytest.raises(SSGError, match="is not valid"):
+            check_cfg_insertion_layer(bad, depth=32)
+    check_cfg_insertion_layer([-40], depth=None)              # depth unknown yet: only n > 1 is checked
+
+
+def test_cfg_insertion_layer_is_checked_by_the_sampler(tiny_patchify):
+    model, vae, label = tiny_patchify
+    sched = get_scale_schedule(1.0, '0.06M')
+    for bad in ([2], [-2]):                                   # the model has 2 blocks
+        with pytest.raises(ValueError, match="is not valid"):
+            _sample(model, vae, label, sched, seed=0, cfg_insertion_layer=bad, trunk_scale=1)
+
+
+def test_cfg_uncond_init_is_upstreams_and_leaves_the_global_rng_alone():
+    from Infinity.infinity.models.infinity import default_cfg_uncond
+    torch.manual_seed(5)
+    before = torch.random.get_rng_state()
+    with torch.device('meta'):
+        m = Infinity(SimpleNamespace(codebook_dim=8), text_channels=128, text_maxlen=16, shared_aln=True,
+                     fused_norm=True, block_chunks=2, depth=2, embed_dim=64, num_heads=4,
+                     rope2d_each_sa_layer=1, rope2d_normalized_by_hw=2)
+    assert m.cfg_uncond.is_meta and torch.equal(torch.random.get_rng_state(), before)
+    rows = default_cfg_uncond(16, 128)
+    assert torch.equal(rows, default_cfg_uncond(16, 128))      # (the rows depend on text_maxlen: not a prefix)
+    assert rows.abs().max() <= 2 / 128 ** 0.5 and rows.std() * 128 ** 0.5 > 0.8   # N(0, 1.2) cut at +-2, / sqrt(Ct5)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 import warnings
@@ -25,12 +27,14 @@ import numpy as np
 import torch
 
 from ssg_core import SSG
-from ssg_core.cli import add_ssg_args, main_guard, make_ssg
+from ssg_core.cli import add_ssg_args, check_sampling, main_guard, make_ssg
 from ssg_core.errors import SSGError
-from ssg_core.evaluation import init_distributed, save_png, shard, versions, write_json
+from ssg_core.evaluation import (_atomic_write, check_output_path, init_distributed, save_png, shard, versions,
+                                 write_json)
 from ssg_core.hub import MODELS, load_state_dict, load_strict, resolve_file, resolve_snapshot, sha256
-from Infinity.infinity.models.bsq_vae.vae import infer_vae_config, vae_model
-from Infinity.infinity.models.infinity import Infinity
+from Infinity.infinity.models.bsq_vae.vae import infer_vae_config, upstream_key_names, vae_model
+from Infinity.infinity.models.infinity import (DROPPED_KEYS, Infinity, check_cfg_insertion_layer,
+                                               fit_cfg_uncond)
 from Infinity.infinity.utils.dynamic_resolution import (PN_LENGTHS, get_scale_schedule,
                                                        h_div_w_templates, nearest_h_div_w_template)
 
@@ -76,6 +80,27 @@ T5_REPO = 'google/flan-t5-xl'
 
 
 # ----------------------------------------------------------------------------- text encoder
+def check_text_encoder_ckpt(text: str) -> None:
+    """`--text_encoder_ckpt` must be an existing folder or a Hugging Face repo id ("namespace/name").
+
+    Something that looks like a local path (absolute, starting with . or ~, more than one /, or
+    the OS separator) and does not exist is reported as such, not as a failed download.
+    """
+    if Path(text).expanduser().is_dir():
+        return
+    if Path(text).expanduser().exists():
+        raise SSGError(f"--text_encoder_ckpt {text} is a file; give the folder that holds the T5 encoder and tokenizer")
+    looks_local = (os.path.isabs(text) or text.startswith(('.', '~')) or text.count('/') > 1
+                   or (os.sep != '/' and os.sep in text))
+    if looks_local:
+        raise SSGError(f"--text_encoder_ckpt {text}: no such folder")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        raise SSGError(f"--text_encoder_ckpt {text!r} is neither an existing folder nor a Hugging Face repo id") from None
+
+
 def load_tokenizer(t5_path: str = T5_REPO, ckpt_dir: str | None = None, device: str | torch.device = 'cpu',
                    hub_model: str | None = None):
     """(tokenizer, T5EncoderModel) from a local folder or the Hugging Face repo `t5_path`.
@@ -83,7 +108,10 @@ def load_tokenizer(t5_path: str = T5_REPO, ckpt_dir: str | None = None, device: 
     The encoder runs in float16 on GPU (as upstream) and float32 on CPU, in eval mode.
     """
     from transformers import AutoTokenizer, T5EncoderModel
-    if not Path(t5_path).is_dir():
+    check_text_encoder_ckpt(t5_path)
+    if Path(t5_path).expanduser().is_dir():
+        t5_path = str(Path(t5_path).expanduser())
+    else:
         patterns = None
         for f in MODELS.get(hub_model or '', []):
             if f.repo_id == t5_path and f.kind == 'snapshot':
@@ -169,7 +197,7 @@ def load_visual_tokenizer(args, device='cpu'):
     """
     preset = _preset(args)
     path = _file(args, args.vae_path, preset.vae_file if preset else None, "VAE checkpoint")
-    sd = load_state_dict(path, key='vae')
+    sd = upstream_key_names(load_state_dict(path, key='vae'))   # older key names -> ours, before reading shapes
     cfg = infer_vae_config(sd)
     if args.vae_type is not None and args.vae_type != cfg['codebook_dim']:
         raise SSGError(f"VAE {path} has {cfg['codebook_dim']} bits per code but --vae_type is {args.vae_type}")
@@ -180,52 +208,89 @@ def load_visual_tokenizer(args, device='cpu'):
     return vae.to(device)
 
 
-def _read_transformer_state_dict(path: Path, checkpoint_type: str) -> dict[str, torch.Tensor]:
-    if checkpoint_type == 'torch_shard' or path.is_dir():
-        index = path / 'model.safetensors.index.json'
-        if not index.is_file():
-            raise SSGError(f"{path} is not a sharded safetensors checkpoint (no model.safetensors.index.json)")
-        sd: dict[str, torch.Tensor] = {}
-        for shard_name in sorted(set(json.loads(index.read_text())['weight_map'].values())):
-            sd.update(load_state_dict(path / shard_name))
-        return sd
-    return load_state_dict(path)
+def _checkpoint_parts(path: Path, checkpoint_type: str) -> tuple[dict[str, torch.Tensor], list]:
+    """(shapes, loaders): every key of the checkpoint (a tensor, or for shards a meta tensor: shape
+    only) and one loader per file, so that a sharded checkpoint is read one shard at a time."""
+    if checkpoint_type != 'torch_shard' and not path.is_dir():
+        # a training checkpoint keeps the weights under trainer.gpt_fsdp (upstream's save_slim_model)
+        sd = load_state_dict(path, nested=('trainer.gpt_fsdp',))
+        return sd, [lambda: sd]
+    index = path / 'model.safetensors.index.json'
+    if not index.is_file():
+        raise SSGError(f"{path} is not a sharded safetensors checkpoint (no model.safetensors.index.json)")
+    try:
+        weight_map = json.loads(index.read_text())['weight_map']
+        files = sorted(set(weight_map.values()))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise SSGError(f"{index} is not a safetensors index (no weight_map)") from None
+    shapes: dict[str, torch.Tensor] = {}
+    owner: dict[str, str] = {}
+    for name in files:
+        for k, v in load_state_dict(path / name, device='meta').items():
+            if k in owner:
+                raise SSGError(f"sharded checkpoint {path}: {k} is in two shards ({owner[k]} and {name})")
+            shapes[k], owner[k] = v, name
+    if set(owner) != set(weight_map):
+        odd = sorted(set(owner) ^ set(weight_map))
+        raise SSGError(f"sharded checkpoint {path}: the shards and {index.name} disagree on {len(odd)} keys "
+                       f"(e.g. {odd[:3]}); the download is incomplete or mixed")
+    return shapes, [lambda name=name: load_state_dict(path / name) for name in files]
 
 
-def _arch_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
+def _load_weights(model: Infinity, shapes: dict[str, torch.Tensor], loaders: list, what: str) -> None:
+    """Fill a model built on the meta device, strictly: every key once with its shape, checked
+    before any weight is read; then each file's tensors become the parameters (no second copy)."""
+    meta = {k: torch.empty(v.shape, dtype=v.dtype, device='meta') for k, v in shapes.items() if k not in DROPPED_KEYS}
+    if 'cfg_uncond' in meta and meta['cfg_uncond'].ndim == 2:
+        meta['cfg_uncond'] = fit_cfg_uncond(meta['cfg_uncond'], model.text_maxlen)
+    load_strict(model, meta, what)            # the model is still on meta: this checks, it copies nothing
+    own = model.state_dict()
+    for load in loaders:
+        part = {k: v.to(own[k].dtype) for k, v in load().items() if k in own}   # the model's dtypes (float32)
+        model.load_state_dict(part, strict=False, assign=True)   # fits cfg_uncond like upstream
+    left = [k for k, v in model.state_dict().items() if v.is_meta]
+    if left:
+        raise SSGError(f"{what}: {len(left)} weights were not loaded (e.g. {left[:3]}); the files changed while loading")
+
+
+def _arch_from_state_dict(sd: dict[str, torch.Tensor]) -> tuple[dict, int]:
+    """(constructor widths, bits per token) read from the checkpoint's shapes."""
     try:
         C = sd['pos_start'].shape[-1]
         H = sd['block_chunks.0.module.0.sa.scale_mul_1H11'].shape[1]
+        d_tok = int(sd['word_embed.weight'].shape[1])
         chunks = {k.split('.')[1] for k in sd if k.startswith('block_chunks.')}
         blocks = {tuple(k.split('.')[1:4:2]) for k in sd if k.startswith('block_chunks.')}
     except KeyError as e:
         raise SSGError(f"transformer checkpoint has no {e.args[0]!r}: not an Infinity state dict") from None
-    return dict(depth=len(blocks), embed_dim=int(C), num_heads=int(H), block_chunks=len(chunks))
+    return dict(depth=len(blocks), embed_dim=int(C), num_heads=int(H), block_chunks=len(chunks)), d_tok
 
 
 def load_transformer(vae, args, device='cpu') -> Infinity:
     """Build `Infinity` with upstream's `load_infinity` keywords and load the checkpoint strictly.
 
-    bf16 on GPU (`--bf16 1`, upstream's default) casts only the transformer blocks, as upstream.
+    The model is built on the meta device and the checkpoint's tensors become its parameters,
+    file by file (shard by shard for the 8B model): host memory holds the model once. bf16 on
+    GPU (`--bf16 1`, upstream's default) casts only the transformer blocks, as upstream.
     """
     preset = _preset(args)
     checkpoint_type = args.checkpoint_type or (preset.checkpoint_type if preset else 'torch')
     path = _file(args, args.model_path, preset.model_file if preset else None, "transformer checkpoint")
-    sd = _read_transformer_state_dict(path, checkpoint_type)
-    arch = _arch_from_state_dict(sd)
+    shapes, loaders = _checkpoint_parts(path, checkpoint_type)
+    arch, d_tok = _arch_from_state_dict(shapes)
     if args.model_type != CUSTOM:
         want = MODEL_ARCHS[args.model_type]
         if arch != want:
             raise SSGError(f"checkpoint {path} is not an {args.model_type} model: it has {arch}, expected {want}")
+    check_cfg_insertion_layer([args.cfg_insertion_layer], arch['depth'])
     patchify = args.apply_spatial_patchify if args.apply_spatial_patchify is not None else (
         preset.apply_spatial_patchify if preset else 0)
-    d_tok = int(sd['word_embed.weight'].shape[1])
     d_vae = vae.codebook_dim * (4 if patchify else 1)
     if d_tok != d_vae:
         raise SSGError(f"the VAE ({getattr(vae, 'ckpt_path', 'given')}, {vae.codebook_dim} bits per code"
                        f"{', x4 with spatial patchify' if patchify else ''}) does not fit the transformer {path}, "
                        f"which takes {d_tok} bits per token; use the VAE published with the model")
-    text_channels = int(sd['cfg_uncond'].shape[1]) if 'cfg_uncond' in sd else args.text_channels
+    text_channels = int(shapes['cfg_uncond'].shape[1]) if 'cfg_uncond' in shapes else args.text_channels
     with torch.device('meta'):   # no random init of billions of weights: they are all overwritten
         model = Infinity(vae_local=vae, text_channels=text_channels, text_maxlen=TEXT_MAXLEN, shared_aln=True,
                          raw_scale_schedule=None, checkpointing='full-block', customized_flash_attn=False,
@@ -235,8 +300,8 @@ def load_transformer(vae, args, device='cpu') -> Infinity:
                          rope2d_normalized_by_hw=args.rope2d_normalized_by_hw, pn=args.pn,
                          apply_spatial_patchify=patchify, inference_mode=True, train_h_div_w_list=[1.0],
                          drop_path_rate=0.1, mlp_ratio=4, **arch)
-    model.to_empty(device='cpu')
-    load_strict(model, model_fit_cfg_uncond(model, sd), f"transformer checkpoint {path}")
+    _load_weights(model, shapes, loaders, f"transformer checkpoint {path}")
+    del shapes, loaders
     model.ckpt_path = str(path)
     model = model.eval().requires_grad_(False).to(device)
     if args.bf16 and torch.device(device).type == 'cuda':
@@ -245,31 +310,29 @@ def load_transformer(vae, args, device='cpu') -> Infinity:
     return model
 
 
-def model_fit_cfg_uncond(model: Infinity, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Upstream trims (or pads) `cfg_uncond` to text_maxlen before loading; same here."""
-    cu = sd.get('cfg_uncond')
-    if cu is None or cu.shape[0] == model.text_maxlen:
-        return sd
-    sd = dict(sd)
-    if cu.shape[0] > model.text_maxlen:
-        sd['cfg_uncond'] = cu[:model.text_maxlen]
-    else:
-        pad = torch.randn(model.text_maxlen - cu.shape[0], cu.shape[1], dtype=cu.dtype) * 0.02
-        sd['cfg_uncond'] = torch.cat([cu, pad])
-    return sd
-
-
 # ----------------------------------------------------------------------------- sampling
 def _parse_cfg(text: str, num_scales: int) -> list[float]:
+    """`--cfg`: one number for every scale, or a comma-separated list with a value per scale."""
     try:
         vals = [float(v) for v in str(text).split(',') if v.strip()]
     except ValueError:
-        raise SSGError(f"--cfg: expected a number or a comma-separated per-scale list, got {text!r}") from None
+        vals = []
+    if not vals:
+        raise SSGError(f"--cfg: expected a number or a comma-separated per-scale list, got {text!r}")
+    for v in vals:
+        check_sampling(cfg=v)
     if len(vals) == 1:
         return vals * num_scales
     if len(vals) < num_scales:
         raise SSGError(f"--cfg list has {len(vals)} values but the schedule has {num_scales} scales")
     return vals
+
+
+def _autocast(device: torch.device):
+    """Upstream's CLI runs all of gen_one_img, T5 included, under CUDA bf16 autocast, whatever
+    `--bf16` says (that flag only decides whether the block weights are bf16). CPU: no autocast,
+    everything float32, as upstream's code behaves on CPU."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == 'cuda')
 
 
 def gen_one_img(infinity_test: Infinity, vae, text_tokenizer, text_encoder, prompt: str, cfg_list=(), tau_list=(),
@@ -279,12 +342,11 @@ def gen_one_img(infinity_test: Infinity, vae, text_tokenizer, text_encoder, prom
                 enable_positive_prompt: int = 0, ssg: SSG | None = None, capture: dict | None = None) -> torch.Tensor:
     """One image (H, W, 3) uint8 in BGR order, as upstream's `gen_one_img` (plus `ssg`, `capture`)."""
     device = infinity_test.word_embed.weight.device
-    text_cond_tuple = encode_prompt(text_tokenizer, text_encoder, prompt, enable_positive_prompt)
-    negative_label = encode_prompt(text_tokenizer, text_encoder, negative_prompt) if negative_prompt else None
     if not isinstance(cfg_insertion_layer, (list, tuple)):
         cfg_insertion_layer = [cfg_insertion_layer]
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                        enabled=device.type == 'cuda' and infinity_test.unregistered_blocks[0].ffn.fc1.weight.dtype == torch.bfloat16):
+    with _autocast(device):
+        text_cond_tuple = encode_prompt(text_tokenizer, text_encoder, prompt, enable_positive_prompt)
+        negative_label = encode_prompt(text_tokenizer, text_encoder, negative_prompt) if negative_prompt else None
         _, _, img_list = infinity_test.autoregressive_infer_cfg(
             vae=vae, scale_schedule=scale_schedule, label_B_or_BLT=text_cond_tuple, g_seed=g_seed, B=1,
             negative_label_B_or_BLT=negative_label, force_gt_Bhw=None, cfg_sc=cfg_sc, cfg_list=cfg_list,
@@ -321,12 +383,28 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--text_channels', type=int, default=2048, help="T5 width (read from the checkpoint when possible)")
     g.add_argument('--ckpt_dir', default=None,
                    help="folder for checkpoint files: looked up there first, downloads go there (default: HF cache)")
-    g.add_argument('--add_lvl_embeding_only_first_block', type=int, default=1, help="as upstream (1 for every model)")
-    g.add_argument('--use_bit_label', type=int, default=1, help="as upstream (1: bitwise labels, the only one supported)")
-    g.add_argument('--rope2d_each_sa_layer', type=int, default=1, help="as upstream (1)")
-    g.add_argument('--rope2d_normalized_by_hw', type=int, default=2, help="as upstream (2)")
-    g.add_argument('--bf16', type=int, default=1,
-                   help="1: transformer blocks in bfloat16 under autocast on GPU (upstream default); CPU runs float32")
+    g.add_argument('--add_lvl_embeding_only_first_block', type=int, default=1, choices=[0, 1],
+                   help="1: level embedding added before the first block only (every released model); "
+                        "0: before every block chunk")
+    g.add_argument('--use_bit_label', type=int, default=1, choices=[0, 1],
+                   help="1: bitwise labels (every released model); 0 is not implemented")
+    g.add_argument('--rope2d_each_sa_layer', type=int, default=1, choices=[0, 1],
+                   help="1: 2-D RoPE in every self-attention (every released model); 0 is not implemented")
+    g.add_argument('--rope2d_normalized_by_hw', type=int, default=2, choices=[0, 1, 2],
+                   help="2: RoPE positions on the template's 1M grid (every released model); 0 and 1 are not implemented")
+    g.add_argument('--use_scale_schedule_embedding', type=int, default=0, choices=[0, 1],
+                   help="accepted for compatibility: upstream's loader takes it and never uses it (no effect)")
+    g.add_argument('--use_flex_attn', type=int, default=0, choices=[0, 1],
+                   help="0: plain attention over the KV cache, upstream's default; 1 (flex attention) is not implemented")
+    g.add_argument('--cache_dir', default='/dev/shm',
+                   help="accepted for compatibility, no effect: upstream copies the checkpoint there with "
+                        "--enable_model_cache 1; here files are read in place (see --ckpt_dir for downloads)")
+    g.add_argument('--enable_model_cache', type=int, default=0, choices=[0, 1],
+                   help="accepted for compatibility, no effect on outputs: upstream caches a slim copy of a training "
+                        "checkpoint; here the weights of a training checkpoint (trainer.gpt_fsdp) are read directly")
+    g.add_argument('--bf16', type=int, default=1, choices=[0, 1],
+                   help="1: transformer blocks in bfloat16 on GPU (upstream default); either way GPU runs under bf16 "
+                        "autocast, as upstream; CPU runs float32")
     g.add_argument('--device', default=None, help="cuda or cpu (default: cuda if available)")
 
     g = parser.add_argument_group("sampling (upstream flags; defaults = published settings)")
@@ -338,16 +416,18 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--top_k', type=int, default=900, help="top-k per bit (900 >= 2 keeps both classes)")
     g.add_argument('--top_p', type=float, default=0.97, help="top-p per bit: a class with p <= 1 - top_p is dropped")
     g.add_argument('--cfg_insertion_layer', type=int, default=0,
-                   help="0: CFG on logits (upstream default); n < 0: mix hidden states after block depth+n")
+                   help="0: CFG on logits (upstream default); -depth < n < 0: mix hidden states after block depth+n; "
+                        "1: 'on probabilities', which upstream never implemented (no guidance)")
     g.add_argument('--pn', default=None, choices=list(PN_LENGTHS),
                    help="resolution key: 0.06M (256 px), 0.25M (512), 0.60M (768), 1M (1024) (default: by model)")
     g.add_argument('--h_div_w_template', '--h_div_w', dest='h_div_w_template', type=float, default=1.0,
                    help=f"aspect ratio height/width; the nearest of {sorted(float(t) for t in h_div_w_templates)} is used")
     g.add_argument('--seed', type=int, default=0, help="random seed (the model's generator is seeded with it)")
     g.add_argument('--negative_prompt', default='', help="text used instead of the learned null text for CFG")
-    g.add_argument('--enable_positive_prompt', type=int, default=0,
+    g.add_argument('--enable_positive_prompt', type=int, default=0, choices=[0, 1],
                    help="1: append upstream's face-quality phrase to prompts about people")
-    g.add_argument('--sampling_per_bits', type=int, default=1, help="accepted for compatibility (upstream ignores it)")
+    g.add_argument('--sampling_per_bits', type=int, default=1, choices=[1, 2, 4, 8, 16],
+                   help="accepted for compatibility (upstream ignores it)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument('--prompt_file', default=None,
                      help="batch mode: .txt (one prompt per line), .jsonl (objects with 'prompt', as GenEval's "
                           "metadata) or .json (MJHQ-30K meta_data.json: id -> {'prompt', 'category'})")
-    src.add_argument('--save_file', default='tmp.png', help="output PNG for --prompt")
+    src.add_argument('--save_file', default='tmp.png',
+                     help=f"output image for --prompt; the extension picks the format ({', '.join(IMAGE_FORMATS)})")
     src.add_argument('--outdir', default='outputs/infinity', help="batch mode output folder")
     src.add_argument('--num_samples', type=int, default=1,
                      help="batch mode: images per prompt, with seeds --seed, --seed+1, ...")
@@ -392,10 +473,10 @@ def resolve_settings(args) -> None:
     args.pn = args.pn or (preset.pn if preset else '1M')
     args.cfg = args.cfg if args.cfg is not None else (preset.cfg if preset else '3')
     args.tau = args.tau if args.tau is not None else (preset.tau if preset else 1.0)
-    if args.tau <= 0:
-        raise SSGError(f"--tau must be positive, got {args.tau}")
-    if not 0 <= args.top_p <= 1:
-        raise SSGError(f"--top_p must be in [0, 1], got {args.top_p}")
+    if not (math.isfinite(args.tau) and args.tau > 0):
+        raise SSGError(f"--tau must be a positive number, got {args.tau}")
+    check_sampling(top_k=args.top_k, top_p=args.top_p, sep="_")
+    _check_model_flags(args)
     if args.vae_type is None and preset and not args.vae_path:
         args.vae_type = preset.vae_type
     h = args.h_div_w_template
@@ -406,10 +487,30 @@ def resolve_settings(args) -> None:
         raise SSGError(f"unsupported aspect ratio h/w = {h:g}: Infinity has templates for "
                        f"{', '.join(f'{t:g}' for t in sorted(h_div_w_templates))} (nearest {nearest:g})")
     args.h_div_w_template = nearest
+    _parse_cfg(args.cfg, len(get_scale_schedule(args.h_div_w_template, args.pn)))   # list length and numbers, now
     if (args.prompt is None) == (args.prompt_file is None):
         raise SSGError("give either --prompt or --prompt_file")
     if args.num_samples < 1:
         raise SSGError(f"--num_samples must be >= 1, got {args.num_samples}")
+    check_text_encoder_ckpt(args.text_encoder_ckpt)
+    if args.prompt_file is None:
+        image_format(args.save_file)
+        check_output_path(args.save_file, "--save_file")
+    else:
+        read_prompts(args.prompt_file)
+        check_output_path(args.outdir, "--outdir", folder=True)
+
+
+def _check_model_flags(args) -> None:
+    """Upstream flags whose other values no released model uses and this implementation does not have."""
+    unsupported = {'use_bit_label': (args.use_bit_label, 1), 'rope2d_each_sa_layer': (args.rope2d_each_sa_layer, 1),
+                   'rope2d_normalized_by_hw': (args.rope2d_normalized_by_hw, 2), 'use_flex_attn': (args.use_flex_attn, 0)}
+    for flag, (value, only) in unsupported.items():
+        if value != only:
+            raise SSGError(f"--{flag} {value} is not implemented: every released Infinity model uses {only}")
+    # 0 (logits) is the default; a negative offset is checked against the depth (the checkpoint's, for custom models)
+    depth = MODEL_ARCHS[args.model_type]['depth'] if args.model_type in MODEL_ARCHS else None
+    check_cfg_insertion_layer([args.cfg_insertion_layer], depth)
 
 
 def load_all(args, device) -> Setup:
@@ -448,7 +549,8 @@ def read_prompts(path: str) -> list[dict]:
             items = [json.loads(line) for line in text.splitlines() if line.strip()]
         elif p.suffix == '.json':
             data = json.loads(text)
-            items = [{'id': k, **v} for k, v in data.items()] if isinstance(data, dict) else list(data)
+            items = ([{'id': k, **v} if isinstance(v, dict) else v for k, v in data.items()]
+                     if isinstance(data, dict) else list(data) if isinstance(data, list) else [data])
         else:
             items = [{'prompt': line.strip()} for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as e:
@@ -461,6 +563,32 @@ def read_prompts(path: str) -> list[dict]:
     return items
 
 
+# What upstream's cv2.imwrite does by default: JPEG quality 95, WebP lossless.
+IMAGE_FORMATS: dict[str, tuple[str, dict]] = {'.png': ('PNG', {}), '.jpg': ('JPEG', {'quality': 95}),
+                                              '.jpeg': ('JPEG', {'quality': 95}), '.webp': ('WEBP', {'lossless': True})}
+
+
+def image_format(path: str | Path) -> tuple[str, dict]:
+    """(PIL format, save options) for an output file name; an unknown extension is a one-line error."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        raise SSGError(f"--save_file {path}: unknown image type {suffix or '(no extension)'}; "
+                       f"use {', '.join(IMAGE_FORMATS)}")
+    fmt, options = IMAGE_FORMATS[suffix]
+    from PIL import features
+    if fmt == 'WEBP' and not features.check('webp'):
+        raise SSGError(f"--save_file {path}: this Pillow has no WebP support; use .png or .jpg")
+    return fmt, options
+
+
+def save_image(path: str | Path, image_hwc_uint8: np.ndarray) -> None:
+    """Write (H, W, 3) uint8 RGB in the format the extension names; the file appears whole or not at all."""
+    from PIL import Image
+    fmt, options = image_format(path)
+    img = Image.fromarray(np.ascontiguousarray(image_hwc_uint8))
+    _atomic_write(Path(path), lambda f: img.save(f, format=fmt, **options))
+
+
 def _side_by_side(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     gap = np.full((a.shape[0], 8, 3), 255, dtype=np.uint8)
     return np.concatenate([a, gap, b], axis=1)
@@ -470,18 +598,16 @@ def run_single(setup: Setup, args, ssg: SSG | None, dist) -> None:
     if not dist.is_main:          # one prompt, one file: extra ranks have nothing to do
         return
     out = Path(args.save_file)
-    if out.suffix.lower() != '.png':
-        out = out.with_suffix('.png')
     t0 = time.time()
     img = sample(setup, args, args.prompt, args.seed, ssg)
-    save_png(out, img)
+    save_image(out, img)
     print(f"saved {out} ({img.shape[1]}x{img.shape[0]}, {time.time() - t0:.1f} s, ssg={ssg})")
     if args.compare:
         base = sample(setup, args, args.prompt, args.seed, None)
-        save_png(out.with_name(out.stem + '_baseline.png'), base)
-        save_png(out.with_name(out.stem + '_compare.png'), _side_by_side(base, img))
-        print(f"saved {out.with_name(out.stem + '_baseline.png')} and {out.with_name(out.stem + '_compare.png')} "
-              f"(left: baseline, right: SSG)")
+        base_file, both_file = (out.with_name(f"{out.stem}_{tag}{out.suffix}") for tag in ('baseline', 'compare'))
+        save_image(base_file, base)
+        save_image(both_file, _side_by_side(base, img))
+        print(f"saved {base_file} and {both_file} (left: baseline, right: SSG)")
 
 
 def run_batch(setup: Setup, args, ssg: SSG | None, dist) -> None:

@@ -127,16 +127,19 @@ class Rope2DTable:
 
 def apply_rotary_emb(q: torch.Tensor, k: torch.Tensor, rope_table: torch.Tensor, start: int
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate adjacent pairs (2p, 2p+1) of q and k (B, H, L, hd) by the table rows [start, start+L), in float32.
+    """Rotate adjacent pairs (2p, 2p+1) of q and k (B, H, L, hd) by the table rows [start, start+L).
 
     (a, b) -> (a*cos - b*sin, a*sin + b*cos); pairs 0..hd/4-1 use row angles, the rest column angles.
+    Computed in q's dtype with autocast off and the float32 table cast to that dtype, as upstream:
+    float32 on CPU, bfloat16 when the blocks run in bf16 on GPU.
     """
     L = q.shape[2]
-    cos, sin = rope_table[0, start:start + L], rope_table[1, start:start + L]     # (L, hd/2)
+    table = rope_table[:, start:start + L].to(q.dtype)
+    cos, sin = table[0], table[1]                                                 # (L, hd/2)
     with torch.autocast(device_type=q.device.type, enabled=False):
         out = []
         for x in (q, k):
-            x = x.float().reshape(*x.shape[:-1], -1, 2)                             # (B, H, L, hd/2, 2)
+            x = x.reshape(*x.shape[:-1], -1, 2)                                     # (B, H, L, hd/2, 2)
             a, b = x[..., 0], x[..., 1]
             x = torch.stack([cos * a - sin * b, sin * a + cos * b], dim=-1)
             out.append(x.reshape(*x.shape[:-2], -1))
@@ -196,11 +199,13 @@ class SelfAttention(nn.Module):
         B, L, C = x.shape
         qkv = F.linear(x, self.mat_qkv.weight, torch.cat((self.q_bias, self.zero_k_bias, self.v_bias)))
         q, k, v = qkv.view(B, L, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, L, hd)
-        scale_mul = self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp()
-        q = F.normalize(q, dim=-1, eps=1e-12).mul(scale_mul)
-        k = F.normalize(k, dim=-1, eps=1e-12)
+        # Upstream rounds the head scale, q and k to qkv's dtype *before* RoPE and rotates in that
+        # dtype (bf16 under GPU autocast, where exp and normalize return float32); on CPU float32
+        # every cast here is a no-op.
+        scale_mul = self.scale_mul_1H11.clamp_max(self.max_scale_mul).exp().to(qkv.dtype)
+        q = F.normalize(q, dim=-1, eps=1e-12).mul(scale_mul).to(qkv.dtype)
+        k = F.normalize(k, dim=-1, eps=1e-12).to(qkv.dtype)
         q, k = apply_rotary_emb(q, k, rope_table, rope_start)
-        q, k = q.to(v.dtype), k.to(v.dtype)
         if self.caching:
             if self.cached_k is None:
                 self.cached_k, self.cached_v = k, v

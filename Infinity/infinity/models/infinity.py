@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ssg_core.errors import SSGError
 from ssg_core.sampling import sample_with_top_k_top_p_
 from .basic import (AdaLNBeforeHead, CaKV, CrossAttnBlock, FastRMSNorm, Rope2DTable, SharedAdaLin,
                     TextAttentivePool)
@@ -25,6 +26,52 @@ from .basic import (AdaLNBeforeHead, CaKV, CrossAttnBlock, FastRMSNorm, Rope2DTa
 # Upstream's name for the per-bit sampler. Its rule (in-place top-k, top-p on ascending sorted
 # pairs, one multinomial over the (B*L*d, 2) matrix) is exactly ssg_core's shared sampler.
 sample_with_top_k_top_p_also_inplace_modifying_logits_ = sample_with_top_k_top_p_
+
+# Keys upstream's `Infinity.load_state_dict` pops before loading: buffers of its training code
+# (level indices, attention masks, flash-attn lengths) that it rebuilds at run time. Checkpoints
+# may hold them; they carry no weights.
+DROPPED_KEYS = ('lvl_1L', 'attn_bias_for_masking', 'Infinity_visible_kvlen', 'Infinity_invisible_qlen')
+
+
+def default_cfg_uncond(text_maxlen: int, Ct5: int) -> torch.Tensor:
+    """Upstream's initial "null text" (text_maxlen, Ct5) float32 on CPU, the same on every run.
+
+    Truncated normal (std 1.2, cut at +-2) from its own CPU generator seeded with 0, divided by
+    sqrt(Ct5). Deterministic, so the rows that pad a checkpoint's shorter `cfg_uncond` are
+    upstream's rows, and building a model does not touch the global RNG.
+    """
+    rng = torch.Generator(device='cpu')
+    rng.manual_seed(0)
+    cfg_uncond = torch.empty(text_maxlen, Ct5, device='cpu')
+    torch.nn.init.trunc_normal_(cfg_uncond, std=1.2, generator=rng)
+    return cfg_uncond / Ct5 ** 0.5
+
+
+def fit_cfg_uncond(cfg_uncond: torch.Tensor, text_maxlen: int) -> torch.Tensor:
+    """A checkpoint's `cfg_uncond` (n, Ct5) trimmed, or padded with `default_cfg_uncond` rows, to text_maxlen.
+
+    Upstream pads with the model's current rows, which for a freshly built model are exactly
+    these; using the formula keeps this right for models built on the meta device. Works on
+    meta tensors too (shapes only).
+    """
+    n, Ct5 = cfg_uncond.shape
+    if n >= text_maxlen:
+        return cfg_uncond[:text_maxlen]
+    pad = default_cfg_uncond(text_maxlen, Ct5)[n:]
+    return torch.cat((cfg_uncond, pad.to(device=cfg_uncond.device, dtype=cfg_uncond.dtype)))
+
+
+def check_cfg_insertion_layer(cfg_insertion_layer: Sequence[int], depth: int | None) -> None:
+    """Upstream's rule: 0 = CFG on logits, 1 = "on probs" (never implemented: no guidance),
+    -depth < n < 0 = mix hidden states after block depth+n; anything else is refused.
+    depth None (not known yet) checks only what does not depend on it."""
+    for n in cfg_insertion_layer:
+        if n > 1:
+            raise SSGError(f"cfg_insertion_layer {n} is not valid: use 0 (CFG on logits), 1 (on probabilities, "
+                           f"which upstream never implemented) or a negative block offset")
+        if n < 0 and depth is not None and depth + n <= 0:
+            raise SSGError(f"cfg_insertion_layer {n} is not valid: the model has {depth} blocks, so a negative "
+                           f"value must be > -{depth}")
 
 
 class MultipleLayers(nn.Module):
@@ -94,7 +141,8 @@ class Infinity(nn.Module):
         self.text_proj_for_sos = TextAttentivePool(text_channels, self.D, upstream_bf16_roundtrip)
         self.text_proj_for_ca = nn.Sequential(nn.Linear(text_channels, self.D), nn.GELU(approximate='tanh'),
                                               nn.Linear(self.D, self.D))
-        self.cfg_uncond = nn.Parameter(torch.randn(text_maxlen, text_channels) * 0.02)   # learned "null text"
+        # learned "null text"; built on CPU (explicit generator) and moved to the device being built on
+        self.cfg_uncond = nn.Parameter(default_cfg_uncond(text_maxlen, text_channels).to(torch.empty(0).device))
         self.pos_start = nn.Parameter(torch.randn(1, 1, self.C) * 0.02)
         self.lvl_embed = nn.Embedding(15, self.C)
         self.word_embed = nn.Linear(self.d_vae, self.C)
@@ -116,20 +164,16 @@ class Infinity(nn.Module):
 
     # ------------------------------------------------------------------ loading
     def load_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True, assign: bool = False):
-        """Upstream's override: fit `cfg_uncond` to `text_maxlen` (trim, or pad with this model's rows).
+        """Upstream's override: fit `cfg_uncond` to `text_maxlen` (trim, or pad with upstream's initial
+        rows) and drop the training buffers in `DROPPED_KEYS`.
 
         Upstream defaults to strict=False and silently ignores mismatches; here the default is
         strict=True so that a wrong file cannot half-load.
         """
-        state_dict = dict(state_dict)
+        state_dict = {k: v for k, v in state_dict.items() if k not in DROPPED_KEYS}
         cu = state_dict.get('cfg_uncond')
-        if cu is not None and cu.ndim == 2 and cu.shape[1] == self.cfg_uncond.shape[1] and cu.shape[0] != self.text_maxlen:
-            if cu.shape[0] > self.text_maxlen:
-                state_dict['cfg_uncond'] = cu[:self.text_maxlen]
-            else:
-                own = self.cfg_uncond.detach().clone().to(cu.dtype)
-                own[:cu.shape[0]] = cu
-                state_dict['cfg_uncond'] = own
+        if cu is not None and cu.ndim == 2 and cu.shape[1] == self.cfg_uncond.shape[1]:
+            state_dict['cfg_uncond'] = fit_cfg_uncond(cu, self.text_maxlen)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ------------------------------------------------------------------ pieces of the forward pass
@@ -230,7 +274,8 @@ class Infinity(nn.Module):
             cond_BD_or_gss = self.shared_ada_lin(cond_BD.float()).float().contiguous()     # (bs, 1, 6, C)
 
         # cfg_insertion_layer: 0 = CFG on logits; n < 0 = mix hidden states after block depth+n;
-        # n > 0 = "on probs", a flag upstream never implements (no guidance at all)
+        # 1 = "on probs", a flag upstream never implements (no guidance at all); others raise, as upstream
+        check_cfg_insertion_layer(cfg_insertion_layer, self.depth)
         add_cfg_on_logits = 0 in cfg_insertion_layer
         abs_cfg_insertion_layers = [self.depth + n for n in cfg_insertion_layer if n < 0]
 

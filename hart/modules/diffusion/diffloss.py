@@ -6,18 +6,44 @@ variance, classifier-free guidance on epsilon with the same scale as the logits'
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
-from hart.modules.networks.basic_hart import TimestepEmbedder
-
 from . import create_diffusion
 
-__all__ = ["DiffLoss", "SimpleMLPAdaLN"]
+__all__ = ["DiffLoss", "SimpleMLPAdaLN", "TimestepEmbedder"]
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale) + shift
+
+
+class TimestepEmbedder(nn.Module):
+    """t (N,) -> MLP([cos(t f), sin(t f)]) (N, hidden), f_j = 10000^(-j/half)."""
+
+    def __init__(self, hidden_size: int, frequency_embedding_size: int = 256):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(frequency_embedding_size, hidden_size), nn.SiLU(),
+                                 nn.Linear(hidden_size, hidden_size))
+        self.frequency_embedding_size = frequency_embedding_size
+
+    @staticmethod
+    def timestep_embedding(t: torch.Tensor, dim: int, max_period: int = 10000) -> torch.Tensor:
+        half = dim // 2
+        # the frequencies are computed on the CPU and then moved, as upstream's diffusion head does: a GPU's exp
+        # can differ by an ulp, which the first denoising step (x0 = x/sqrt(a) - ..., a ~ 2e-9) amplifies
+        freqs = torch.exp(-math.log(max_period) * torch.arange(0, half, dtype=torch.float32) / half).to(t.device)
+        args = t[:, None].float() * freqs[None]
+        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+        if dim % 2:
+            emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+        return emb
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        t_freq = self.timestep_embedding(t, self.frequency_embedding_size)
+        return self.mlp(t_freq.to(self.mlp[0].weight.dtype))
 
 
 class ResBlock(nn.Module):

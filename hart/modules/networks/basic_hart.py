@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["FFN", "TimestepEmbedder", "LlamaRMSNorm", "LlamaRMSNormFused", "LlamaMLP", "AdaLNSelfAttn",
+__all__ = ["FFN", "LlamaRMSNorm", "LlamaRMSNormFused", "LlamaMLP", "AdaLNSelfAttn",
            "AdaLNBeforeHead", "context_pooling", "rope_1d", "rope_2d", "get_position_ids"]
 
 
@@ -64,30 +64,6 @@ class LlamaMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
-
-class TimestepEmbedder(nn.Module):
-    """t (N,) -> MLP([cos(t f), sin(t f)]) (N, hidden), f_j = 10000^(-j/half)."""
-
-    def __init__(self, hidden_size: int, frequency_embedding_size: int = 256):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(frequency_embedding_size, hidden_size), nn.SiLU(),
-                                 nn.Linear(hidden_size, hidden_size))
-        self.frequency_embedding_size = frequency_embedding_size
-
-    @staticmethod
-    def timestep_embedding(t: torch.Tensor, dim: int, max_period: int = 10000) -> torch.Tensor:
-        half = dim // 2
-        freqs = torch.exp(-math.log(max_period) * torch.arange(0, half, dtype=torch.float32, device=t.device) / half)
-        args = t[:, None].float() * freqs[None]
-        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-        if dim % 2:
-            emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
-        return emb
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        t_freq = self.timestep_embedding(t, self.frequency_embedding_size)
-        return self.mlp(t_freq.to(self.mlp[0].weight.dtype))
 
 
 # ------------------------------------------------------------------------------------------- RoPE

@@ -4,7 +4,8 @@ Official files (`infinity_vae_d32reg.pth`, `infinity_vae_d16.pth`,
 `infinity_vae_d56_f8_14_patchify.pth`, ...) are dicts whose `"vae"` entry is the state dict;
 upstream's `load_cnn` also accepts older unwrapped names (`X.weight` for `X.conv.weight` /
 `X.norm.weight`) and silently skips what it cannot place. Here the same renaming is done,
-then the load is strict: a file that does not fit raises one clear `SSGError`.
+then the decoder (all that sampling runs) loads strictly: a file that does not fit raises one
+clear `SSGError`; the encoder and the quantizer's mask buffer are optional (see `load_cnn`).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from ssg_core.errors import SSGError
-from ssg_core.hub import load_state_dict, load_strict
+from ssg_core.hub import load_state_dict
 from .flux_vqgan import Decoder, Encoder
 from .multiscale_bsq import MultiScaleBSQ
 
@@ -42,40 +43,75 @@ class AutoEncoder(nn.Module):
         return self.decoder(z).clamp_(-1, 1)
 
 
-def _upstream_key_names(sd: dict[str, torch.Tensor], own_keys: set[str]) -> dict[str, torch.Tensor]:
-    """Rename keys the way upstream's `load_cnn` places them: `X.weight` -> `X.conv.weight` / `X.norm.weight`."""
+# Modules whose weights live one level down (`Conv` -> `.conv`, `Normalize` -> `.norm`). Older files
+# name them without that level (`decoder.conv_in.weight`); upstream's `load_cnn` then tries the
+# wrapped name. Up/downsampling keep their `Conv` under the name `conv`, hence `upsample.conv`.
+_CONV_WRAPPERS = ('conv_in', 'conv_out', 'conv1', 'conv2', 'nin_shortcut', 'upsample.conv', 'downsample.conv')
+_NORM_WRAPPERS = ('norm1', 'norm2', 'norm_out')
+
+
+def upstream_key_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys renamed to this module's names as upstream's `load_cnn` places them: `X.weight` ->
+    `X.conv.weight` / `X.norm.weight` when X is a conv / norm wrapper. Names already in the new
+    style are kept, so mixed ("partly wrapped") files and repeated calls are fine."""
     out = {}
     for k, v in sd.items():
-        if k not in own_keys:
-            for pat, rep in ((r'\.(weight|bias)$', r'.conv.\1'), (r'\.(weight|bias)$', r'.norm.\1')):
-                cand = re.sub(pat, rep, k)
-                if cand in own_keys:
-                    k = cand
+        path, _, leaf = k.rpartition('.')
+        if leaf in ('weight', 'bias'):
+            for wrappers, inner in ((_CONV_WRAPPERS, 'conv'), (_NORM_WRAPPERS, 'norm')):
+                if any(path == w or path.endswith('.' + w) for w in wrappers):
+                    k = f'{path}.{inner}.{leaf}'
                     break
         out[k] = v
     return out
 
 
 def infer_vae_config(sd: dict[str, torch.Tensor]) -> dict:
-    """codebook_dim, base_ch, ch_mult and patch_size read from a VAE state dict's decoder weights."""
+    """codebook_dim, base_ch, ch_mult and patch_size read from a VAE state dict's decoder weights.
+
+    Either key style is accepted (renamed first, see `upstream_key_names`); a file without the
+    weights needed here is a one-line `SSGError`.
+    """
+    sd = upstream_key_names(sd)
     try:
         w_in = sd['decoder.conv_in.conv.weight']           # (ch * ch_mult[-1], d, 3, 3)
         w_out = sd['decoder.conv_out.conv.weight']         # (3, ch, 3, 3)
-    except KeyError:
-        raise SSGError("VAE state dict has no decoder.conv_in / decoder.conv_out weights: not an Infinity BSQ VAE") from None
-    levels = sorted({int(m.group(1)) for k in sd if (m := re.match(r'decoder\.up\.(\d+)\.', k))})
-    base_ch = int(w_out.shape[1])
-    ch_mult = [int(sd[f'decoder.up.{L}.block.0.conv1.conv.weight'].shape[0]) // base_ch for L in levels]
-    enc_levels = sorted({int(m.group(1)) for k in sd if (m := re.match(r'encoder\.down\.(\d+)\.', k))})
-    enc_mult = [int(sd[f'encoder.down.{L}.block.0.conv1.conv.weight'].shape[0]) // base_ch for L in enc_levels] or ch_mult
+        levels = sorted({int(m.group(1)) for k in sd if (m := re.match(r'decoder\.up\.(\d+)\.', k))})
+        base_ch = int(w_out.shape[1])
+        ch_mult = [int(sd[f'decoder.up.{L}.block.0.conv1.conv.weight'].shape[0]) // base_ch for L in levels]
+        enc_levels = sorted({int(m.group(1)) for k in sd if (m := re.match(r'encoder\.down\.(\d+)\.', k))})
+        enc_mult = [int(sd[f'encoder.down.{L}.block.0.conv1.conv.weight'].shape[0]) // base_ch
+                    for L in enc_levels] or ch_mult
+    except KeyError as e:
+        raise SSGError(f"VAE state dict has no {e.args[0]!r}: not an Infinity BSQ VAE") from None
+    if not levels:
+        raise SSGError("VAE state dict has no decoder.up.* weights: not an Infinity BSQ VAE")
     return dict(codebook_dim=int(w_in.shape[1]), base_ch=base_ch, decoder_ch_mult=ch_mult,
                 encoder_ch_mult=enc_mult, patch_size=2 ** (len(levels) - 1))
 
 
 def load_cnn(model: AutoEncoder, state_dict: dict[str, torch.Tensor], what: str = "VAE checkpoint") -> AutoEncoder:
-    """Load a VAE state dict with upstream's key renaming, strictly."""
-    sd = _upstream_key_names(state_dict, set(model.state_dict().keys()))
-    load_strict(model, sd, what)
+    """Load a VAE state dict with upstream's key renaming; strict for what sampling uses.
+
+    Text-to-image runs only the decoder, so every `decoder.*` weight must be in the file with the
+    model's shape, and a `decoder.*` key the model has no place for (another architecture) is an
+    error. Optional, because sampling never reads them: the encoder, and the quantizer's bit mask
+    (one buffer with two names, `quantizer.lfq.mask` and `quantize.lfq.mask`; it is 2^(d-1)..1
+    anyway). They are loaded when present (shapes checked). Other keys are ignored, as upstream's
+    `load_cnn` ignores what it cannot place.
+    """
+    sd = upstream_key_names(state_dict)
+    own = model.state_dict()
+    missing = [k for k in own if k.startswith('decoder.') and k not in sd]
+    unexpected = [k for k in sd if k.startswith('decoder.') and k not in own]
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items()
+             if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = [f"{len(missing)} missing decoder keys (e.g. {missing[:3]})"] if missing else []
+        parts += [f"{len(unexpected)} unexpected decoder keys (e.g. {unexpected[:3]})"] if unexpected else []
+        parts += [f"{len(wrong)} shape mismatches (e.g. {wrong[:2]})"] if wrong else []
+        raise SSGError(f"{what} does not fit the model: " + "; ".join(parts))
+    model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
     return model
 
 

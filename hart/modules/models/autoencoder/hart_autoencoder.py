@@ -1,6 +1,6 @@
 """HART's hybrid tokenizer: CNN encoder/decoder around a multi-scale VQ codebook (`HARTAutoEncoder`).
 
-Inference uses the codebook, the phi refiners, `post_quant_conv` and the decoder:
+Inference uses the codebook, the phi refiners, `post_quant_conv` and the decoder (never `decoder2`):
 `image = clamp(decoder(post_quant_conv(f_hat)), -1, 1)` with f_hat (B, Cvae, h, w) the sum of the
 discrete contributions of every scale plus the last scale's continuous residual.
 """
@@ -27,8 +27,8 @@ class HARTAutoEncoder(nn.Module):
 
     def __init__(self, config: HARTAutoEncoderConfig):
         super().__init__()
-        if config.double_decoder:
-            raise SSGError("tokenizer config has double_decoder=true, which this implementation does not support")
+        if config.double_decoder and config.quantizer_type != "var_hybrid":  # upstream asserts the same
+            raise SSGError("tokenizer config: double_decoder=true needs quantizer_type 'var_hybrid'")
         if config.ch % 32 or any((config.ch * m) % 32 for m in config.ch_mult):
             raise SSGError(f"tokenizer config: ch={config.ch} times every ch_mult {config.ch_mult} must be a multiple "
                            f"of 32 (GroupNorm with 32 groups)")
@@ -50,6 +50,9 @@ class HARTAutoEncoder(nn.Module):
         ks = config.quant_conv_ks
         self.quant_conv = nn.Conv2d(self.Cvae, self.Cvae, ks, stride=1, padding=ks // 2)
         self.post_quant_conv = nn.Conv2d(self.Cvae, self.Cvae, ks, stride=1, padding=ks // 2)
+        # double_decoder: upstream also builds `decoder2` / `post_quant_conv2`, a discrete-only decoder used in
+        # training; sampling always decodes with `decoder`, so they are not built and the loader skips their keys
+        self.double_decoder = config.double_decoder
 
     def fhat_to_img(self, f_hat: torch.Tensor) -> torch.Tensor:
         """(B, Cvae, h, w) -> (B, 3, h*ds, w*ds) in [-1, 1]."""

@@ -1,13 +1,15 @@
 """`HARTAutoEncoderWithDisc`: the class the released `tokenizer/` folder was saved from.
 
-Its weights carry the autoencoder under `vae.` and a PatchGAN discriminator under `disc.`. The
-discriminator is training-only, so it is not built here: `disc.*` keys are accepted and skipped
-(present or absent); every `vae.*` key must fit exactly.
+Its weights carry the autoencoder under `vae.` and a PatchGAN discriminator under `disc.`. Upstream
+loads this file non-strictly; here every weight that sampling reads (codebook, phi convs,
+`post_quant_conv`, decoder) must fit exactly, and only the keys listed in `UNUSED_BY_SAMPLING` may
+be missing, extra or of another shape.
 """
 from __future__ import annotations
 
 import os
 
+import torch
 import torch.nn as nn
 
 from ssg_core.hub import load_state_dict, load_strict
@@ -17,7 +19,14 @@ from hart.modules.models.loading import find_weight_file, read_config
 from .configuration import HARTAutoEncoderWithDiscConfig
 from .hart_autoencoder import HARTAutoEncoder
 
-__all__ = ["HARTAutoEncoderWithDisc"]
+__all__ = ["HARTAutoEncoderWithDisc", "UNUSED_BY_SAMPLING"]
+
+# Key prefixes of the tokenizer file that sampling never reads: the discriminator (not built here),
+# the encoder side (image -> tokens: training and reconstruction only), the codebook-usage statistic
+# (sized by the tokenizer's own v_patch_nums), and the discrete-only second decoder of
+# `double_decoder` configs (not built: sampling decodes with `decoder`).
+UNUSED_BY_SAMPLING = ("disc.", "vae.encoder.", "vae.quant_conv.", "vae.quantize.ema_vocab_hit_SV",
+                      "vae.decoder2.", "vae.post_quant_conv2.")
 
 
 class HARTAutoEncoderWithDisc(nn.Module):
@@ -34,6 +43,16 @@ class HARTAutoEncoderWithDisc(nn.Module):
         config = read_config(path, cls.config_class)
         model = cls(config)
         wfile = find_weight_file(path)
-        sd = {k: v for k, v in load_state_dict(wfile).items() if not k.startswith("disc.")}
-        load_strict(model, sd, f"tokenizer weights {wfile}")
+        load_strict(model, _fill_unused(model, load_state_dict(wfile)), f"tokenizer weights {wfile}")
         return model.eval().requires_grad_(False)
+
+
+def _fill_unused(model: nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`sd` with the `UNUSED_BY_SAMPLING` keys made to fit `model`: the file's tensor where its shape fits,
+    else the module's own (initial) tensor; the file's other unused keys are dropped. Every other key is
+    left as it is, so the strict load that follows still fails on a missing, extra or misshapen one."""
+    out = {k: v for k, v in sd.items() if not k.startswith(UNUSED_BY_SAMPLING)}
+    for k, own in model.state_dict().items():
+        if k.startswith(UNUSED_BY_SAMPLING):
+            out[k] = sd[k] if k in sd and sd[k].shape == own.shape else own
+    return out

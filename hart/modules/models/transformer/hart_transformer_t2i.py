@@ -43,8 +43,6 @@ def _check_config(config: HARTForT2IConfig) -> None:
         raise SSGError(f"transformer config: unknown mlp_type {config.mlp_type!r}")
     if config.sep_aln_pooling_mode not in ("max", "avg"):
         raise SSGError(f"transformer config: unknown sep_aln_pooling_mode {config.sep_aln_pooling_mode!r}")
-    if config.use_context_norm and config.context_norm_scale != 1.0:
-        raise SSGError("transformer config: context_norm_scale != 1 is not supported")
     if config.embed_dim % config.num_heads or (config.embed_dim // config.num_heads) % 4:
         raise SSGError(f"transformer config: embed_dim {config.embed_dim} / num_heads {config.num_heads} must give a "
                        f"head width divisible by 4 (2-D RoPE)")
@@ -74,9 +72,6 @@ class HARTForT2I(nn.Module):
         self.vae_quant_proxy = (vae.quantize,)
         self.Cvae, self.V = vae.Cvae, vae.V
         self.patch_nums: tuple[int, ...] = tuple(config.patch_nums)
-        if vae.config.v_patch_nums[-1] != self.patch_nums[-1]:
-            raise SSGError(f"tokenizer latent side {vae.config.v_patch_nums[-1]} != transformer's last scale "
-                           f"{self.patch_nums[-1]}")
         self.context_token = config.context_token
         self.num_stages_minus_1 = len(self.patch_nums) - 1
         self.C = self.D = config.embed_dim
@@ -86,6 +81,8 @@ class HARTForT2I(nn.Module):
         C = self.C
         self.word_embed = nn.Linear(self.Cvae, C)
         self.context_embed = nn.Linear(config.context_dim, C)
+        # context_norm_scale is ignored, as upstream: its llama-type norm swallows the `scale` argument (weight
+        # initialised to ones, then loaded from the checkpoint anyway)
         self.context_norm = (LlamaRMSNorm(config.context_dim, eps=config.norm_eps) if config.use_context_norm
                              else nn.Identity())
         self.lvl_embed = nn.Embedding(len(self.patch_nums), C)

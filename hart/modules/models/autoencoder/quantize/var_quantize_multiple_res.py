@@ -1,7 +1,7 @@
 """VAR's multi-scale vector quantizer, inference half: the codebook and the phi refiners.
 
-Keys: `embedding.weight` (V, Cvae), `ema_vocab_hit_SV` (len(v_patch_nums), V) (training statistic,
-kept so the released file loads strictly) and the phi convs under `quant_resi.`.
+Keys: `embedding.weight` (V, Cvae), `ema_vocab_hit_SV` (len(v_patch_nums), V) (a training statistic that
+sampling never reads; the tokenizer loader skips it) and the phi convs under `quant_resi.`.
 """
 from __future__ import annotations
 
@@ -25,8 +25,12 @@ class Phi(nn.Conv2d):
 
 
 def _ticks(K: int) -> np.ndarray:
-    """Positions in [0, 1] of K shared refiners; scale k of K' uses the one nearest k/(K'-1)."""
-    return np.linspace(1 / 3 / K, 1 - 1 / 3 / K, K) if K > 1 else np.array([0.5])
+    """Positions in [0, 1] (float64) of K refiners; scale k of K' uses the one nearest k/(K'-1).
+
+    Upstream's rule, quirk included: ticks at 1/(3K) .. 1-1/(3K) for K = 4 (the released setting) but at
+    1/(2K) .. 1-1/(2K), i.e. the centres of K equal bins, for every other K (K = 1 gives [0.5]).
+    """
+    return np.linspace(1 / 3 / K, 1 - 1 / 3 / K, K) if K == 4 else np.linspace(1 / 2 / K, 1 - 1 / 2 / K, K)
 
 
 class PhiShared(nn.Module):
