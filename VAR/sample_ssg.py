@@ -17,16 +17,15 @@ from pathlib import Path
 
 import torch
 
-from ssg_core.cli import main_guard
+from ssg_core.cli import ArgumentParser, main_guard
 from ssg_core.errors import SSGError
 from ssg_core.evaluation import check_output_path, save_grid
 from VAR import cli_args as C
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="Class-conditional VAR sampling with SSG (scaled spatial guidance); writes one PNG grid.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(
+        description="Class-conditional VAR sampling with SSG (scaled spatial guidance); writes one PNG grid.")
     p.add_argument("--classes", default=None,
                    help=f"comma-separated class ids, one image each, in grid order (repeat an id for several "
                         f"images). Default: {C.DEFAULT_CLASSES} (ImageNet), 0,...,9 for --model demo")

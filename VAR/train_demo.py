@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ssg_core.cli import main_guard
+from ssg_core.cli import ArgumentParser, main_guard
 from ssg_core.errors import SSGError
 from VAR import demo
 
@@ -238,7 +238,7 @@ def _summary(losses: list[float]) -> dict[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Train the offline demo model (VQVAE + VAR on sklearn digits) on CPU.")
+    p = ArgumentParser(description="Train the offline demo model (VQVAE + VAR on sklearn digits) on CPU.")
     p.add_argument("--stage", choices=["all", "classifier", "vae", "var"], default="all",
                    help="which stage to run; 'var' reuses the VQVAE checkpoint in --out (default: all)")
     p.add_argument("--out", type=Path, default=demo.ASSETS, help="output folder for checkpoints and train_log.json")

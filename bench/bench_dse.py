@@ -13,14 +13,13 @@ The reference path computes in float64 (it is the yardstick); the fast path in f
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 
 from ssg_core import SSG, dse, dse_reference
-from ssg_core.cli import main_guard, pick_device
+from ssg_core.cli import ArgumentParser, main_guard, pick_device
 
 MODELS = {  # name: (scale sides, channels of the logits, transformer width)
     "var256": ([1, 2, 3, 4, 5, 6, 8, 10, 13, 16], 4096, 1024),
@@ -46,7 +45,7 @@ def timeit(fn, device: torch.device, min_time: float = 0.2, max_reps: int = 50) 
 
 @main_guard
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")

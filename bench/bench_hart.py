@@ -9,14 +9,13 @@ size, with SSG off (beta 0) and on (beta 0.5 on every scale >= 1), interleaved, 
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 
 from ssg_core import SSG
-from ssg_core.cli import main_guard, pick_device
+from ssg_core.cli import ArgumentParser, main_guard, pick_device
 from ssg_core.errors import SSGError
 
 from hart.modules.models.autoencoder import HARTAutoEncoder, HARTAutoEncoderWithDiscConfig
@@ -67,7 +66,7 @@ def time_call(model: HARTForT2I, B: int, ssg: SSG | None, dtype, device: torch.d
 
 @main_guard
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--preset", default="0.7b-1024", choices=sorted(PRESETS), help="model shape and resolution")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4], help="batch sizes (prompts per call)")
     p.add_argument("--dtype", default="bf16", choices=("fp32", "fp16", "bf16"), help="autocast dtype")

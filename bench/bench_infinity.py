@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ssg_core import SSG
-from ssg_core.cli import main_guard, pick_device
+from ssg_core.cli import ArgumentParser, main_guard, pick_device
 from ssg_core.errors import SSGError
 from ssg_core.evaluation import versions, write_json
 from Infinity.infinity.models.bsq_vae.vae import vae_model
@@ -82,7 +82,7 @@ def time_call(model, vae, sched, label, B, ssg, args, device) -> float:
 
 @main_guard
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--model_type', default='infinity_2b', choices=list(MODEL_ARCHS), help="transformer shape")
     p.add_argument('--depth', type=int, default=0, help="fewer blocks than the real model (0 = real depth), for CPU smoke runs")
     p.add_argument('--embed_dim', type=int, default=0,

@@ -19,12 +19,14 @@ import argparse
 import contextlib
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 import VAR.models as models
 from ssg_core import SSG
+from ssg_core.cli import ArgumentParser
 from profile_ops import format_profile, profile_call  # bench/ is on sys.path when run as a script
 from ssg_timer import TimedSSG
 
@@ -79,7 +81,7 @@ def set_compiled(var, on: bool, cache: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                     help="torch device to run on (default: cuda when available, else cpu)")
     ap.add_argument("--depths", nargs="+", type=int, default=[16, 30],
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             for dname in args.dtypes:
                 set_compiled(var, args.compile and DTYPES[dname] is not None, compiled)
                 tag = f"var_d{depth}_B{B}_{dname}"
-                prof = profile_call(lambda: sample_once(var, B, DTYPES[dname], args.beta, device, args), device,
+                prof = profile_call(partial(sample_once, var, B, DTYPES[dname], args.beta, device, args), device,
                                     args.profile, tag)
                 profiles.append((tag, prof))
         set_compiled(var, False, compiled)

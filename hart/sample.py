@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssg_core.cli import add_ssg_args, check_sampling, main_guard, make_ssg
+from ssg_core.cli import ArgumentParser, add_ssg_args, check_sampling, main_guard, make_ssg
 from ssg_core.errors import SSGError
 from ssg_core.evaluation import (check_output_path, image_seed, init_distributed, pack_npz, pending, save_grid,
                                  save_png, shard, versions, write_json)
@@ -54,7 +54,7 @@ def add_upstream_bool(g, name: str, default: bool, help: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hart_t2i", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="hart_t2i", description=__doc__)
     B = argparse.BooleanOptionalAction
     g = p.add_argument_group("checkpoints")
     g.add_argument("--model_path", "--model-path", default=None,

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ssg_core.cli import main_guard
+from ssg_core.cli import ArgumentParser, main_guard
 from ssg_core.errors import SSGError
 from ssg_core.evaluation import _atomic_write, check_output_path, write_json
 
@@ -194,7 +194,7 @@ def plot(path: Path, sweeps: dict[str, list[dict]], summary: dict[str, dict], re
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Metrics and sweeps for SSG on the shipped demo model (digits), on CPU.")
+    p = ArgumentParser(description="Metrics and sweeps for SSG on the shipped demo model (digits), on CPU.")
     p.add_argument("--quick", action=argparse.BooleanOptionalAction, default=False,
                    help="only baseline and SSG at --ssg-beta, first seed: two metric lines, no files")
     p.add_argument("--sweep", default="beta,temperature,ablations",

@@ -17,13 +17,13 @@ import fnmatch
 import sys
 from pathlib import Path
 
-from ssg_core.cli import main_guard
+from ssg_core.cli import ArgumentParser, main_guard
 from ssg_core.errors import SSGError
 from ssg_core.hub import MODELS, HubFile, resolve_file, resolve_snapshot, sha256
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Download model checkpoints (Hugging Face) and print their SHA-256.")
+    p = ArgumentParser(description="Download model checkpoints (Hugging Face) and print their SHA-256.")
     p.add_argument("--model", nargs="+", default=[], metavar="NAME",
                    help="model(s) to fetch, e.g. var-d16 (see --list)")
     p.add_argument("--ckpt-dir", type=Path, default=None,

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ssg_core.cli import add_ssg_args, main_guard, make_ssg, ssg_settings
+from ssg_core.cli import ArgumentParser, add_ssg_args, main_guard, make_ssg, ssg_settings
 from ssg_core.errors import SSGError
 from ssg_core.evaluation import check_output_path, image_seed, write_json
 
@@ -173,7 +173,7 @@ def load_real_images(path: Path, size: int, limit: int) -> torch.Tensor:
 
 def build_parser() -> argparse.ArgumentParser:
     from VAR import cli_args as C
-    p = argparse.ArgumentParser(description="SSG analysis figures: logit spectra per step and image-spectrum ratio.")
+    p = ArgumentParser(description="SSG analysis figures: logit spectra per step and image-spectrum ratio.")
     C.add_model_args(p)
     C.add_sampling_args(p)
     add_ssg_args(p, compare=False)

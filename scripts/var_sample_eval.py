@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ssg_core.cli import main_guard
+from ssg_core.cli import ArgumentParser, main_guard
 from ssg_core.errors import SSGError
 from ssg_core.evaluation import (check_output_path, image_seed, init_distributed, pack_npz, pending, save_png, shard,
                                  to_uint8_hwc, versions, write_json)
@@ -32,10 +32,9 @@ MANIFEST = "manifest.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description="VAR (+SSG) evaluation sampling: {index:06d}.png per image, then a shuffled .npz for the "
-                    "standard FID/IS evaluator and a JSON manifest. Run with torchrun for several GPUs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "standard FID/IS evaluator and a JSON manifest. Run with torchrun for several GPUs.")
     p.add_argument("--sample-dir", type=Path, required=True,
                    help="folder for the PNGs (created; finished images are skipped, so rerunning resumes)")
     p.add_argument("--num-per-class", type=int, default=50,

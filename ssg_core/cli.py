@@ -1,6 +1,7 @@
 """Small helpers shared by the command-line entry points."""
 from __future__ import annotations
 
+import argparse
 import functools
 import math
 import sys
@@ -9,6 +10,29 @@ from typing import Callable
 import torch
 
 from .errors import SSGError
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions keep their line breaks; an option's help ends with its default, unless it has none
+    (None, False) or the help text already speaks of it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (not action.option_strings or action.default is None or action.default is False  # `is`: 0 is a default
+                or action.default == argparse.SUPPRESS or "default" in text.lower()):
+            return text
+        return text + " (default: %(default)s)"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the house rules: a usage mistake is one line on stderr (`error: ...`, exit status 2)
+    instead of the usage block, and --help shows the defaults."""
+
+    def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def main_guard(fn: Callable[..., int | None]) -> Callable[..., int | None]:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ssg_core import SSG
-from ssg_core.cli import add_ssg_args, check_sampling, main_guard, make_ssg
+from ssg_core.cli import ArgumentParser, add_ssg_args, check_sampling, main_guard, make_ssg
 from ssg_core.errors import SSGError
 from ssg_core.evaluation import (_atomic_write, check_output_path, init_distributed, save_png, shard, versions,
                                  write_json)
@@ -431,10 +431,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description="Infinity text-to-image with Scaled Spatial Guidance (SSG). One prompt -> --save_file; "
-                    "a prompt file -> one PNG per prompt and seed in --outdir (resumable, with a manifest).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "a prompt file -> one PNG per prompt and seed in --outdir (resumable, with a manifest).")
     src = p.add_argument_group("prompts and outputs")
     src.add_argument('--prompt', default=None, help="one prompt")
     src.add_argument('--prompt_file', default=None,
