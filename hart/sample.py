@@ -361,6 +361,8 @@ def run_eval(args, sampler: Sampler, rows: list[dict], out: Path, llm: Path, tex
             raise SSGError("--num_images must be >= 1")
         rows = rows[: args.num_images]
     n = len(rows)
+    # what is already there, counted before any rank writes (the barrier below): for the summary line
+    existing = {sub: n - len(pending(out / sub, range(n))) for sub, _ in runs(args)}
     if dist.is_main:
         manifest = {"model": MODEL_NAME, "settings": settings(args, llm, text), "num_images": n,
                     "betas": sampler.betas,
@@ -369,6 +371,7 @@ def run_eval(args, sampler: Sampler, rows: list[dict], out: Path, llm: Path, tex
         for sub, with_ssg in runs(args):
             write_json(out / sub / "manifest.json", manifest | {"ssg": with_ssg and sampler.ssg is not None})
             write_json(out / sub / "prompts.json", rows)
+    dist.barrier()
     for sub, with_ssg in runs(args):
         todo = pending(out / sub, shard(range(n), dist))
         for i in tqdm(todo, desc=f"HART {sub or 'samples'}", disable=not dist.is_main):
@@ -376,10 +379,13 @@ def run_eval(args, sampler: Sampler, rows: list[dict], out: Path, llm: Path, tex
             img = sampler.sample(sampler.encode([rows[i]["prompt"]]), seed, with_ssg)
             save_png(out / sub / f"{i:06d}.png", to_uint8_upstream(img)[0])
     dist.barrier()
-    if args.npz and dist.is_main:
+    if dist.is_main:
         for sub, _ in runs(args):
-            shape = pack_npz(out / sub, n, out / sub / "samples.npz")
-            print(f"wrote {out / sub / 'samples.npz'} {shape}")
+            line = f"{n} images in {out / sub}: {n - existing[sub]} new, {existing[sub]} already there"
+            if args.npz:
+                shape = pack_npz(out / sub, n, out / sub / "samples.npz")
+                line += f"; wrote {out / sub / 'samples.npz'} {shape}"
+            print(line)
 
 
 @main_guard

@@ -258,9 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     todo[setting_key(real_setting)] = real_setting
     res_path = args.out / "results.json"
     cfg_id = {"cfg": args.cfg, "top_p": args.top_p, "per_class": args.per_class}
-    store = json.loads(res_path.read_text()) if res_path.is_file() else {}
-    if store.get("config") != cfg_id:
-        store = {"config": cfg_id, "runs": {}}
+    try:
+        store = json.loads(res_path.read_text()) if res_path.is_file() else {"config": cfg_id, "runs": {}}
+    except (OSError, ValueError):
+        raise SSGError(f"{res_path} is unreadable; delete it (or use another --out)") from None
+    if store.get("config") != cfg_id:  # never overwrite results made with other settings
+        diff = ", ".join(k for k in cfg_id if store.get("config", {}).get(k) != cfg_id[k])
+        raise SSGError(f"{res_path} holds results made with other settings ({diff} differ); use another --out "
+                       f"or the same settings")
     jobs = [(k, seed) for k in todo for seed in seeds if str(seed) not in store["runs"].get(k, {})]
     t0 = time.time()
     for k, seed in tqdm(jobs, desc="settings x seeds", disable=not args.progress):

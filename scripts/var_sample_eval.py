@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     check_output_path(args.sample_dir, "--sample-dir", folder=True)
     npz = args.npz if args.npz is not None else args.sample_dir.parent / (args.sample_dir.name + ".npz")
     check_output_path(npz, "--npz")
+    if npz.resolve() == args.sample_dir.resolve():
+        raise SSGError(f"--npz {npz} is the --sample-dir itself; give the .npz file its own name")
     C.check_sampling(args.cfg, args.top_k, args.top_p)
     choice = C.model_choice(args)
     device = C.pick_device(args.device)
@@ -116,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sample_dir.mkdir(parents=True, exist_ok=True)
         write_json(args.sample_dir / MANIFEST, {"settings": settings, "complete": False})
 
+    already = num - len(pending(args.sample_dir, range(num)))  # for the closing line
     todo = pending(args.sample_dir, shard(range(num), dist))
     if args.stop_after is not None:
         todo = todo[:max(0, args.stop_after)]
@@ -147,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                          "torch_threads": torch.get_num_threads(),
                          "argv": sys.argv[1:] if argv is None else list(argv)},
         })
-        print(f"wrote {num} images in {args.sample_dir}, {npz} {tuple(shape)} and {args.sample_dir / MANIFEST}")
+        print(f"{num} images in {args.sample_dir} ({num - already} sampled now, {already} already there); wrote "
+              f"{npz} {tuple(shape)} and {args.sample_dir / MANIFEST}")
     if dist.world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()

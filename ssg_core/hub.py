@@ -63,8 +63,14 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
-def _fetch_hint(model: str | None) -> str:
-    return f"`python scripts/download.py --model {model}`" if model else "`python scripts/download.py`"
+def _fetch_hint(model: str | None, ckpt_dir: str | os.PathLike | None) -> str:
+    """The download command that puts the file where this lookup searched (same --ckpt-dir)."""
+    cmd = f"python scripts/download.py --model {model}" if model else "python scripts/download.py"
+    return f"`{cmd}" + (f" --ckpt-dir {ckpt_dir}`" if ckpt_dir is not None else "`")
+
+
+def _why(e: Exception) -> str:
+    return "HF_HUB_OFFLINE is set" if offline() else _first_line(e)
 
 
 def resolve_file(repo_id: str, filename: str, ckpt_dir: str | os.PathLike | None = None,
@@ -86,9 +92,9 @@ def resolve_file(repo_id: str, filename: str, ckpt_dir: str | os.PathLike | None
                                local_dir=str(ckpt_dir) if ckpt_dir is not None else None)
     except Exception as e:  # offline, no network, missing repo/file, auth: all the same to a user
         where = f"in {ckpt_dir}" if ckpt_dir is not None else "in the Hugging Face cache"
-        reason = "HF_HUB_OFFLINE is set" if offline() else f"{type(e).__name__}"
         raise SSGError(f"checkpoint file {filename!r} (repo {repo_id}) not found {where} and could not be "
-                       f"downloaded ({reason}); fetch it with {_fetch_hint(model)} on a machine with network") from None
+                       f"downloaded ({_why(e)}); fetch it with {_fetch_hint(model, ckpt_dir)} on a machine with "
+                       f"network") from None
     return Path(path)
 
 
@@ -102,9 +108,10 @@ def resolve_snapshot(repo_id: str, allow_patterns: list[str] | None = None,
         path = snapshot_download(repo_id=repo_id, allow_patterns=allow_patterns,
                                  local_dir=str(ckpt_dir) if ckpt_dir is not None else None)
     except Exception as e:
-        reason = "HF_HUB_OFFLINE is set" if offline() else f"{type(e).__name__}"
-        raise SSGError(f"repo {repo_id} not available locally and could not be downloaded ({reason}); "
-                       f"fetch it with {_fetch_hint(model)} on a machine with network") from None
+        # snapshots live in <--ckpt-dir>/<repo name> (scripts/download.py and every sampler agree on this)
+        hint = _fetch_hint(model, Path(ckpt_dir).parent if ckpt_dir is not None else None)
+        raise SSGError(f"repo {repo_id} not available locally and could not be downloaded ({_why(e)}); "
+                       f"fetch it with {hint} on a machine with network") from None
     return Path(path)
 
 

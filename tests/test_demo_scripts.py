@@ -38,6 +38,12 @@ def test_demo_eval_sweep_writes_table_plot_and_resumes(tmp_path, capsys):
     before = (tmp_path / "results.json").read_text()
     assert demo_eval.main(argv) == 0  # everything cached: same numbers, nothing re-sampled
     assert (tmp_path / "results.json").read_text() == before
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # other settings: refused, the stored results stay
+        demo_eval.main([*argv[:argv.index("--per-class")], "--per-class", "2", *argv[argv.index("--per-class") + 2:]])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "other settings (per_class differ)" in err
+    assert (tmp_path / "results.json").read_text() == before
 
 
 def test_demo_eval_bad_flag_is_a_one_line_error(capsys):

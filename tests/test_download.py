@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "download.py"
@@ -131,3 +133,24 @@ def test_ckpt_dir_downloads_each_file_into_it(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert f"{ckpt / 'vae_ch160v4096z32.pth'}  sha256 {sha(b'already here')}" in out
     assert f"{ckpt / 'var_d30.pth'}  sha256 {sha(b'FoundationVision/var/var_d30.pth')}" in out
+
+
+def test_offline_hint_repeats_the_ckpt_dir(tmp_path, monkeypatch):
+    """The fix an error suggests must put the files where the failed lookup searched."""
+    import huggingface_hub
+    from ssg_core import hub
+    from ssg_core.errors import SSGError
+
+    def refuse(*args, **kwargs):
+        raise OSError("offline")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", refuse)   # no network waits in the test
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    ckpt = tmp_path / "ckpts"
+    with pytest.raises(SSGError) as file_err:
+        hub.resolve_file("FoundationVision/var", "var_d20.pth", ckpt, model="var-d20")
+    assert f"python scripts/download.py --model var-d20 --ckpt-dir {ckpt}`" in str(file_err.value)
+    with pytest.raises(SSGError) as snap_err:  # snapshots live in <ckpt-dir>/<repo name>
+        hub.resolve_snapshot("mit-han-lab/hart-0.7b-1024px", ["llm/*"], ckpt / "hart-0.7b-1024px", model="hart-0.7b")
+    assert f"python scripts/download.py --model hart-0.7b --ckpt-dir {ckpt}`" in str(snap_err.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,41 @@ def test_script_end_to_end_compare(tiny_root, tmp_path):
     assert _png(out / "compare.png").shape[0] > 32  # two rows of 16 px images plus padding
     assert (out / "prompt.txt").read_text().splitlines() == ["a red heart", "an astronaut"]
     assert not np.array_equal(_png(out / "baseline" / "000000.png"), _png(out / "ssg" / "000000.png"))
+
+
+@pytest.mark.parametrize("wrapper, entry", [("hart_t2i.sh", "hart/sample.py"),
+                                            ("infinity_t2i.sh", "Infinity/tools/run_infinity.py")])
+def test_wrappers_run_in_the_callers_folder_without_install(tmp_path, wrapper, entry):
+    """Both wrappers: the caller's folder stays the working folder (relative paths are the caller's), the repository
+    goes first on PYTHONPATH, $PYTHON picks the interpreter, the entry point is called by absolute path (so that a
+    folder named `hart` or `Infinity` where the user stands cannot shadow the package) and the arguments pass as given."""
+    stub = tmp_path / "python"
+    stub.write_text('#!/bin/sh\nprintf \'%s\\n\' "$PWD" "$PYTHONPATH" "$@"\n')
+    stub.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(stub), PYTHONPATH="/elsewhere")
+    r = subprocess.run(["bash", str(REPO / "scripts" / wrapper), "--prompt", "a b", "--top-p", "0.5"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    cwd, path, script, *args = r.stdout.splitlines()
+    assert os.path.realpath(cwd) == os.path.realpath(tmp_path)
+    first, rest = path.split(":", 1)
+    assert os.path.realpath(first) == str(REPO) and rest == "/elsewhere"
+    assert os.path.realpath(script) == str(REPO / entry) and args == ["--prompt", "a b", "--top-p", "0.5"]
+
+
+def test_eval_mode_prints_what_it_wrote(tiny_root, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red heart\nthe moon\n")
+    out = tmp_path / "eval"
+    args = [*_base(tiny_root), "--prompt_file", str(prompts), "--sample_folder_dir", str(out), "--beta", "0.5"]
+    assert main(args) == 0                                              # no --npz: a summary line all the same
+    assert capsys.readouterr().out.splitlines()[-1] == f"2 images in {out}: 2 new, 0 already there"
+    (out / "000001.png").unlink()
+    assert main(args) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"2 images in {out}: 1 new, 1 already there"
+    assert main([*args, "--npz"]) == 0                                   # nothing left to do
+    assert capsys.readouterr().out.splitlines()[-1] == (f"2 images in {out}: 0 new, 2 already there; "
+                                                        f"wrote {out / 'samples.npz'} (2, 16, 16, 3)")
 
 
 def test_eval_mode_resumes_and_writes_manifest(tiny_root, tmp_path):

@@ -74,20 +74,47 @@ def _png(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def test_shell_script_end_to_end_with_compare(tiny, tmp_path):
-    _, base, _ = tiny
-    out = tmp_path / "cat.png"
+def test_shell_script_end_to_end_with_compare_in_the_callers_folder(tiny, tmp_path):
+    """Relative paths (--save_file, --text_encoder_ckpt) are the caller's, not the repository's."""
+    root, base, _ = tiny
+    (tmp_path / "t5").symlink_to(root / "t5")
+    base = [a if a != str(root / "t5") else "./t5" for a in base]
+    name = f"cat_{os.getpid()}.png"          # nothing of that name in the repository to overwrite or remove
+    out = tmp_path / name
     env = dict(os.environ, PYTHON=sys.executable, HF_HUB_OFFLINE="1")
-    r = subprocess.run(["bash", str(REPO / "scripts" / "infinity_t2i.sh"), *base, '--prompt', 'a photo of a cat',
-                        '--save_file', str(out), '--beta', '0.5', '--compare', '--seed', '3'],
-                       capture_output=True, text=True, env=env, timeout=300)
+    try:
+        r = subprocess.run(["bash", str(REPO / "scripts" / "infinity_t2i.sh"), *base, '--prompt', 'a photo of a cat',
+                            '--save_file', name, '--beta', '0.5', '--compare', '--seed', '3'],
+                           capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    finally:
+        stray = [p for p in (REPO / f"{out.stem}{tag}.png" for tag in ("", "_baseline", "_compare")) if p.exists()]
+        for p in stray:
+            p.unlink()
+    assert not stray, f"written in the repository: {stray}"
     assert r.returncode == 0, r.stderr[-2000:]
-    ssg, baseline = _png(out), _png(tmp_path / "cat_baseline.png")
+    ssg, baseline = _png(out), _png(out.with_name(f"{out.stem}_baseline.png"))
     assert ssg.shape == (256, 256, 3) and baseline.shape == (256, 256, 3)
     assert (ssg != baseline).any()                       # guidance changed the sample
-    side = _png(tmp_path / "cat_compare.png")
+    side = _png(out.with_name(f"{out.stem}_compare.png"))
     assert side.shape == (256, 256 * 2 + 8, 3)
     np.testing.assert_array_equal(side[:, :256], baseline)
+
+
+def test_every_flag_has_a_hyphen_spelling_with_underscores_first_in_help(capsys):
+    parser = run_infinity.build_parser()
+    snake = ['--save_file', 'x.png', '--text_encoder_ckpt', 't5', '--ckpt_dir', '/c', '--model_type', 'infinity_8b',
+             '--top_k', '5', '--top_p', '0.5', '--h_div_w', '0.5', '--cfg_insertion_layer', '-2', '--num_samples', '3',
+             '--negative_prompt', 'blurry', '--beta_schedule', 'linear-decay']
+    kebab = [a.replace('_', '-') if a.startswith('--') else a for a in snake]
+    assert kebab[:2] == ['--save-file', 'x.png'] and '--h-div-w' in kebab
+    assert vars(parser.parse_args(kebab)) == vars(parser.parse_args(snake)) != vars(parser.parse_args([]))
+    for action in parser._actions:
+        names = action.option_strings
+        assert all(n.replace('_', '-') in names for n in names if n.startswith('--')), names
+    with pytest.raises(SystemExit):
+        parser.parse_args(['--help'])
+    text = capsys.readouterr().out      # upstream's spelling first, and alone in the usage line
+    assert '--top_k TOP_K, --top-k TOP_K' in text and '[--top_k TOP_K]' in text and '[--save_file SAVE_FILE]' in text
 
 
 def test_aspect_ratio_sets_the_image_size_with_upstream_flags_and_jpeg(tiny, tmp_path):

@@ -131,7 +131,8 @@ def test_bad_class_subset_writes_nothing(golden_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("where, needle", [("sample_dir", "exists and is not a folder"),
-                                           ("npz", "blocker is a file, not a folder")])
+                                           ("npz", "blocker is a file, not a folder"),
+                                           ("npz_is_sample_dir", "is the --sample-dir itself")])
 def test_unusable_output_paths_fail_before_loading(golden_dir, tmp_path, capsys, monkeypatch, where, needle):
     """a path that could not be written at the end fails at once, not after the images are sampled"""
     from VAR import cli_args as C
@@ -142,7 +143,21 @@ def test_unusable_output_paths_fail_before_loading(golden_dir, tmp_path, capsys,
     argv = common_args(golden_dir, d)
     if where == "npz":
         argv += ["--npz", str(blocker / "out.npz")]
+    if where == "npz_is_sample_dir":
+        argv += ["--npz", str(d)]
     assert run_single(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+
+
+def test_closing_line_counts_new_and_existing_images(golden_dir, tmp_path, capsys):
+    d = tmp_path / "s"
+    argv = common_args(golden_dir, d)
+    argv[argv.index("--num-per-class") + 1] = "1"
+    assert run_single([*argv, "--stop-after", "1"]) == 0
+    assert run_single(argv) == 0
+    assert "2 images in" in (last := capsys.readouterr().out.splitlines()[-1]) and "(1 sampled now, 1 already" in last
+    assert run_single(argv) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert "(0 sampled now, 2 already there)" in last, last

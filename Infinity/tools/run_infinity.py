@@ -5,8 +5,9 @@
 
 The upstream helper names are kept (`load_tokenizer`, `encode_prompt`, `load_visual_tokenizer`,
 `load_transformer`, `gen_one_img`) and so are its flags (`--cfg`, `--tau`, `--pn`,
-`--h_div_w_template`, `--model_type`, `--vae_type`, `--text_encoder_ckpt`, ...). Missing files are
-downloaded from Hugging Face on first use (see `ssg_core.hub.MODELS`, `scripts/download.py`).
+`--h_div_w_template`, `--model_type`, `--vae_type`, `--text_encoder_ckpt`, ...), each also spelled with
+hyphens (`--top-k`), as HART's. Missing files are downloaded from Hugging Face on first use (see
+`ssg_core.hub.MODELS`, `scripts/download.py`).
 Defaults are upstream's published settings: top-k 900, top-p 0.97, CFG on logits
 (`cfg_insertion_layer 0`); cfg / tau per model as in upstream's inference scripts (2B:
 `scripts/infer.sh`, cfg 4, tau 0.5; 8B: its notebooks, cfg 3, tau 1).
@@ -362,9 +363,21 @@ def bgr_to_rgb(img: torch.Tensor) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- CLI
+class HyphenAliases:
+    """An argument group whose `add_argument` also accepts every `--snake_case` flag as `--snake-case`, as HART's
+    flags do. Upstream's underscore spelling comes first: it names the value and leads in --help."""
+
+    def __init__(self, group):
+        self.group = group
+
+    def add_argument(self, *flags: str, **kwargs):
+        hyphens = [f.replace('_', '-') for f in flags if f.startswith('--') and '_' in f]
+        return self.group.add_argument(*flags, *(h for h in hyphens if h not in flags), **kwargs)
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Upstream's flags (same names and meaning); `None` defaults come from the model's preset."""
-    g = parser.add_argument_group("model (upstream flags)")
+    g = HyphenAliases(parser.add_argument_group("model (upstream flags)"))
     g.add_argument('--model_type', default='infinity_2b', choices=[*MODEL_ARCHS, CUSTOM],
                    help="architecture: infinity_2b (1024 px), infinity_8b (1024 px, patchify VAE), infinity_layer12 "
                         "(the 125M model, 256 px), ...; infinity_custom reads it from --model_path")
@@ -407,7 +420,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         "autocast, as upstream; CPU runs float32")
     g.add_argument('--device', default=None, help="cuda or cpu (default: cuda if available)")
 
-    g = parser.add_argument_group("sampling (upstream flags; defaults = published settings)")
+    g = HyphenAliases(parser.add_argument_group("sampling (upstream flags; defaults = published settings)"))
     g.add_argument('--cfg', default=None,
                    help="classifier-free guidance on logits: a number or a comma-separated per-scale list "
                         "(default: 4 for infinity_2b as scripts/infer.sh, 3 for infinity_8b)")
@@ -434,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         description="Infinity text-to-image with Scaled Spatial Guidance (SSG). One prompt -> --save_file; "
                     "a prompt file -> one PNG per prompt and seed in --outdir (resumable, with a manifest).")
-    src = p.add_argument_group("prompts and outputs")
+    src = HyphenAliases(p.add_argument_group("prompts and outputs"))
     src.add_argument('--prompt', default=None, help="one prompt")
     src.add_argument('--prompt_file', default=None,
                      help="batch mode: .txt (one prompt per line), .jsonl (objects with 'prompt', as GenEval's "
