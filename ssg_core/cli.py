@@ -26,10 +26,29 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with the house rules: a usage mistake is one line on stderr (`error: ...`, exit status 2)
-    instead of the usage block, and --help shows the defaults."""
+    instead of the usage block, --help shows the defaults, and every long flag may be spelled with `-` or `_`
+    between words (`--top-k` or `--top_k`): the upstream codebases disagree, and users carry both habits."""
 
     def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
         super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        declared = {}
+        for action in self._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--"):
+                    declared.setdefault(flag.replace("_", "-"), flag)
+        respelled, positional_only = [], False
+        for token in args:
+            if token == "--":
+                positional_only = True
+            if not positional_only and token.startswith("--") and len(token) > 2:
+                name, eq, value = token.partition("=")
+                if name not in self._option_string_actions and name.replace("_", "-") in declared:
+                    token = declared[name.replace("_", "-")] + eq + value
+            respelled.append(token)
+        return super().parse_known_args(respelled, namespace)
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")

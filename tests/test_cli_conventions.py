@@ -45,3 +45,24 @@ def test_help_states_each_default_once(path, monkeypatch, capsys):
     assert "(default: None)" not in out and "(default: False)" not in out
     for option in out.split(" --")[1:]:
         assert option.lower().count("(default") <= 1, option   # e.g. "(default X) (default: X)"
+
+
+def test_long_flags_take_either_word_separator(monkeypatch):
+    """`--top_k` and `--top-k` are the same flag everywhere (VAR declares hyphens, Infinity underscores)."""
+    parser = _module("VAR/sample_ssg.py", monkeypatch).build_parser()
+    hyphens = parser.parse_args(["--top-k", "5", "--model-depth", "20", "--beta-schedule", "linear-decay",
+                                 "--no-more-smooth", "--out=a.png"])
+    underscores = parser.parse_args(["--top_k", "5", "--model_depth", "20", "--beta_schedule", "linear-decay",
+                                     "--no_more_smooth", "--out=a.png"])
+    assert vars(hyphens) == vars(underscores) and hyphens.top_k == 5 and hyphens.model_depth == 20
+    assert parser.parse_args(["--top_k=7"]).top_k == 7
+    infinity = _module("Infinity/tools/run_infinity.py", monkeypatch).build_parser()
+    assert infinity.parse_args(["--save-file", "x.png"]).save_file == "x.png"
+
+
+def test_flag_respelling_leaves_values_and_unknown_flags_alone(monkeypatch, capsys):
+    parser = _module("hart/sample.py", monkeypatch).build_parser()
+    assert parser.parse_args(["--prompt", "--top_p is not a flag here"]).prompt == "--top_p is not a flag here"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--top_q", "0.5"])
+    assert "unrecognized arguments: --top_q" in capsys.readouterr().err
