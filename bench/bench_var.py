@@ -33,6 +33,14 @@ from ssg_timer import TimedSSG
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
+def sample_call(var, labels: torch.Tensor, dtype, ssg, args, seed: int = 0) -> torch.Tensor:
+    """One sampling call as the benchmark runs it: upstream's FID settings, decode included."""
+    amp = torch.autocast(labels.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with torch.inference_mode(), amp:
+        return var.autoregressive_infer_cfg(len(labels), labels, g_seed=seed, cfg=args.cfg, top_k=args.top_k,
+                                            top_p=args.top_p, more_smooth=False, ssg=ssg)
+
+
 def time_sampling(var, B: int, dtype, ssg_beta: float, device: torch.device, steps: int, warmup: int,
                   args) -> tuple[float, float, float]:
     """Median seconds of one `autoregressive_infer_cfg` call of batch B (decode included), without and
@@ -43,13 +51,10 @@ def time_sampling(var, B: int, dtype, ssg_beta: float, device: torch.device, ste
     inside: list[float] = []  # seconds spent inside the SSG hook per call
     for step in range(warmup + steps):
         for with_ssg in (False, True):
-            amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
             ssg = TimedSSG(SSG(beta=ssg_beta), device) if with_ssg else None
             sync()
             t0 = time.perf_counter()
-            with torch.inference_mode(), amp:
-                img = var.autoregressive_infer_cfg(B, labels, g_seed=step, cfg=args.cfg, top_k=args.top_k,
-                                                   top_p=args.top_p, more_smooth=False, ssg=ssg)
+            img = sample_call(var, labels, dtype, ssg, args, seed=step)
             sync()
             if step >= warmup:
                 times[with_ssg].append(time.perf_counter() - t0)
@@ -58,15 +63,6 @@ def time_sampling(var, B: int, dtype, ssg_beta: float, device: torch.device, ste
             if not torch.isfinite(img.float()).all():
                 raise RuntimeError(f"non-finite image (B={B}, dtype={dtype})")
     return statistics.median(times[False]), statistics.median(times[True]), statistics.median(inside)
-
-
-def sample_once(var, B: int, dtype, ssg_beta: float, device: torch.device, args) -> None:
-    """One SSG sampling call as the benchmark times it (for the profiler)."""
-    labels = torch.arange(B, device=device) % 1000
-    amp = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    with torch.inference_mode(), amp:
-        var.autoregressive_infer_cfg(B, labels, g_seed=0, cfg=args.cfg, top_k=args.top_k, top_p=args.top_p,
-                                     more_smooth=False, ssg=SSG(beta=ssg_beta))
 
 
 def set_compiled(var, on: bool, cache: dict) -> None:
@@ -139,8 +135,9 @@ def main(argv: list[str] | None = None) -> None:
             for dname in args.dtypes:
                 set_compiled(var, args.compile and DTYPES[dname] is not None, compiled)
                 tag = f"var_d{depth}_B{B}_{dname}"
-                prof = profile_call(partial(sample_once, var, B, DTYPES[dname], args.beta, device, args), device,
-                                    args.profile, tag)
+                labels = torch.arange(B, device=device) % 1000
+                prof = profile_call(partial(sample_call, var, labels, DTYPES[dname], SSG(beta=args.beta), args),
+                                    device, args.profile, tag)
                 profiles.append((tag, prof))
         set_compiled(var, False, compiled)
         del var

@@ -362,7 +362,8 @@ def run_eval(args, sampler: Sampler, rows: list[dict], out: Path, llm: Path, tex
         rows = rows[: args.num_images]
     n = len(rows)
     # what is already there, counted before any rank writes (the barrier below): for the summary line
-    existing = {sub: n - len(pending(out / sub, range(n))) for sub, _ in runs(args)}
+    missing = {sub: set(pending(out / sub, range(n))) for sub, _ in runs(args)}  # one scan serves both uses
+    existing = {sub: n - len(missing[sub]) for sub in missing}
     if dist.is_main:
         manifest = {"model": MODEL_NAME, "settings": settings(args, llm, text), "num_images": n,
                     "betas": sampler.betas,
@@ -373,7 +374,7 @@ def run_eval(args, sampler: Sampler, rows: list[dict], out: Path, llm: Path, tex
             write_json(out / sub / "prompts.json", rows)
     dist.barrier()
     for sub, with_ssg in runs(args):
-        todo = pending(out / sub, shard(range(n), dist))
+        todo = [i for i in shard(range(n), dist) if i in missing[sub]]  # only this rank writes its shard
         for i in tqdm(todo, desc=f"HART {sub or 'samples'}", disable=not dist.is_main):
             seed = image_seed(args.seed, i)
             img = sampler.sample(sampler.encode([rows[i]["prompt"]]), seed, with_ssg)

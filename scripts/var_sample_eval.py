@@ -118,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         args.sample_dir.mkdir(parents=True, exist_ok=True)
         write_json(args.sample_dir / MANIFEST, {"settings": settings, "complete": False})
 
-    already = num - len(pending(args.sample_dir, range(num)))  # for the closing line
-    todo = pending(args.sample_dir, shard(range(num), dist))
+    missing = set(pending(args.sample_dir, range(num)))  # one scan of the folder serves both
+    already = num - len(missing)  # for the closing line
+    todo = [i for i in shard(range(num), dist) if i in missing]
     if args.stop_after is not None:
         todo = todo[:max(0, args.stop_after)]
     bs = args.per_proc_batch_size

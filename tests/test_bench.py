@@ -2,28 +2,14 @@
 in one line. Timings themselves are not asserted: they come from the GPU machine."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def _load(monkeypatch, name: str):
-    monkeypatch.syspath_prepend(str(REPO / "bench"))  # as when run as `python bench/<name>.py`
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_profile_call_accounts_for_the_work(monkeypatch, tmp_path):
-    prof_ops = _load(monkeypatch, "profile_ops")
+def test_profile_call_accounts_for_the_work(load_script, tmp_path):
+    prof_ops = load_script("bench/profile_ops.py")
     a = torch.randn(256, 256)
 
     def work():
@@ -41,8 +27,8 @@ def test_profile_call_accounts_for_the_work(monkeypatch, tmp_path):
     assert table.count("\n| aten::") == 2
 
 
-def test_bench_var_smoke_run_with_profile(monkeypatch, tmp_path, capsys):
-    bench = _load(monkeypatch, "bench_var")
+def test_bench_var_smoke_run_with_profile(load_script, tmp_path, capsys):
+    bench = load_script("bench/bench_var.py")
     bench.main(["--device", "cpu", "--depths", "2", "--batches", "1", "--dtypes", "fp32", "--steps", "1",
                 "--warmup", "0", "--vae-ch", "32", "--profile", str(tmp_path)])
     out = capsys.readouterr().out
@@ -55,8 +41,8 @@ def test_bench_var_smoke_run_with_profile(monkeypatch, tmp_path, capsys):
     assert (tmp_path / "var_d2_B1_fp32.trace.json").exists()
 
 
-def test_bench_var_rejects_an_unknown_dtype(monkeypatch):
-    bench = _load(monkeypatch, "bench_var")
+def test_bench_var_rejects_an_unknown_dtype(load_script):
+    bench = load_script("bench/bench_var.py")
     with pytest.raises(SystemExit):
         bench.main(["--dtypes", "int8"])
 
@@ -66,8 +52,8 @@ def _table_rows(out: str, first_cell: str) -> list[list[str]]:
             if line.startswith(f"| {first_cell} |")]
 
 
-def test_bench_dse_prints_markdown_rows(monkeypatch, capsys):
-    bench = _load(monkeypatch, "bench_dse")
+def test_bench_dse_prints_markdown_rows(load_script, capsys):
+    bench = load_script("bench/bench_dse.py")
     bench.main(["--models", "var256", "infinity", "--batches", "1", "--last", "1", "--devices", "cpu"])
     out = capsys.readouterr().out
     rows = _table_rows(out, "cpu")
@@ -77,8 +63,8 @@ def test_bench_dse_prints_markdown_rows(monkeypatch, capsys):
     assert "SSG total for one VAR-d16 sample" in out
 
 
-def test_bench_hart_smoke_run_writes_rows(monkeypatch, tmp_path, capsys):
-    bench = _load(monkeypatch, "bench_hart")
+def test_bench_hart_smoke_run_writes_rows(load_script, tmp_path, capsys):
+    bench = load_script("bench/bench_hart.py")
     out = tmp_path / "hart.json"
     assert bench.main(["--preset", "tiny-256", "--device", "cpu", "--dtype", "fp32", "--steps", "1", "--warmup", "0",
                        "--batches", "1", "--json", str(out)]) == 0
@@ -88,8 +74,8 @@ def test_bench_hart_smoke_run_writes_rows(monkeypatch, tmp_path, capsys):
     assert len(_table_rows(capsys.readouterr().out, "1")) == 1
 
 
-def test_bench_infinity_smoke_run_writes_rows(monkeypatch, tmp_path):
-    bench = _load(monkeypatch, "bench_infinity")
+def test_bench_infinity_smoke_run_writes_rows(load_script, tmp_path):
+    bench = load_script("bench/bench_infinity.py")
     out = tmp_path / "bench.json"
     assert bench.main(["--device", "cpu", "--model_type", "infinity_layer12", "--depth", "2", "--embed_dim", "128",
                        "--pn", "0.06M", "--warmup", "0", "--batches", "1", "--steps", "1", "--no-decode",
@@ -106,8 +92,8 @@ def test_bench_infinity_smoke_run_writes_rows(monkeypatch, tmp_path):
     ("bench_hart", ["--device", "cpu", "--steps", "0"], "--steps must be >= 1"),
     ("bench_infinity", ["--device", "cpu", "--steps", "0"], "--steps must be >= 1"),
 ])
-def test_benches_reject_bad_input_in_one_line(monkeypatch, capsys, name, argv, message):
-    bench = _load(monkeypatch, name)
+def test_benches_reject_bad_input_in_one_line(load_script, capsys, name, argv, message):
+    bench = load_script(f"bench/{name}.py")
     with pytest.raises(SystemExit) as e:
         bench.main(argv)
     err = capsys.readouterr().err

@@ -2,31 +2,16 @@
 line on stderr and exit status 2 (no usage block), and --help states the defaults once."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = ["VAR/sample_ssg.py", "scripts/var_sample_eval.py", "scripts/download.py", "scripts/demo_eval.py",
                 "scripts/ssg_spectra.py", "Infinity/tools/run_infinity.py", "hart/sample.py", "bench/bench_var.py",
                 "bench/bench_dse.py", "bench/bench_hart.py", "bench/bench_infinity.py"]
 
 
-def _module(path: str, monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "bench"))  # the bench scripts import their helpers from there
-    name = "entry_" + path.replace("/", "_").removesuffix(".py")
-    spec = importlib.util.spec_from_file_location(name, REPO / path)
-    mod = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, name, mod)  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.parametrize("path", ENTRY_POINTS)
-def test_unknown_flag_is_one_line(path, monkeypatch, capsys):
-    mod = _module(path, monkeypatch)
+def test_unknown_flag_is_one_line(load_script, path, capsys):
+    mod = load_script(path)
     with pytest.raises(SystemExit) as e:
         mod.main(["--no-such-flag"])
     err = capsys.readouterr().err
@@ -36,8 +21,8 @@ def test_unknown_flag_is_one_line(path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("path", ["VAR/sample_ssg.py", "Infinity/tools/run_infinity.py", "hart/sample.py"])
-def test_help_states_each_default_once(path, monkeypatch, capsys):
-    mod = _module(path, monkeypatch)
+def test_help_states_each_default_once(load_script, path, capsys):
+    mod = load_script(path)
     with pytest.raises(SystemExit) as e:
         mod.main(["--help"])
     out = " ".join(capsys.readouterr().out.split())  # undo the line wrapping
@@ -47,21 +32,21 @@ def test_help_states_each_default_once(path, monkeypatch, capsys):
         assert option.lower().count("(default") <= 1, option   # e.g. "(default X) (default: X)"
 
 
-def test_long_flags_take_either_word_separator(monkeypatch):
+def test_long_flags_take_either_word_separator(load_script):
     """`--top_k` and `--top-k` are the same flag everywhere (VAR declares hyphens, Infinity underscores)."""
-    parser = _module("VAR/sample_ssg.py", monkeypatch).build_parser()
+    parser = load_script("VAR/sample_ssg.py").build_parser()
     hyphens = parser.parse_args(["--top-k", "5", "--model-depth", "20", "--beta-schedule", "linear-decay",
                                  "--no-more-smooth", "--out=a.png"])
     underscores = parser.parse_args(["--top_k", "5", "--model_depth", "20", "--beta_schedule", "linear-decay",
                                      "--no_more_smooth", "--out=a.png"])
     assert vars(hyphens) == vars(underscores) and hyphens.top_k == 5 and hyphens.model_depth == 20
     assert parser.parse_args(["--top_k=7"]).top_k == 7
-    infinity = _module("Infinity/tools/run_infinity.py", monkeypatch).build_parser()
+    infinity = load_script("Infinity/tools/run_infinity.py").build_parser()
     assert infinity.parse_args(["--save-file", "x.png"]).save_file == "x.png"
 
 
-def test_flag_respelling_leaves_values_and_unknown_flags_alone(monkeypatch, capsys):
-    parser = _module("hart/sample.py", monkeypatch).build_parser()
+def test_flag_respelling_leaves_values_and_unknown_flags_alone(load_script, capsys):
+    parser = load_script("hart/sample.py").build_parser()
     assert parser.parse_args(["--prompt", "--top_p is not a flag here"]).prompt == "--top_p is not a flag here"
     with pytest.raises(SystemExit):
         parser.parse_args(["--top_q", "0.5"])
