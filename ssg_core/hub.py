@@ -8,13 +8,17 @@ A checkpoint never runs code unless the caller passes `trust_pickle=True` (`--tr
 """
 from __future__ import annotations
 
+import _compat_pickle  # the stdlib's table of Python 2 -> 3 names, which pickle itself uses
 import contextlib
 import hashlib
+import io
 import os
 import pickle
+import pickletools
 import re
 import sys
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,16 +186,16 @@ TRAINING_GLOBALS: dict[str, object] = {
 }
 
 
-def _torch_release() -> tuple[int, int]:
-    return tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", torch.__version__).groups())
+# `torch.serialization.safe_globals` (a context manager) exists from torch 2.5 on, as do the two things the
+# stand-ins need: allow-listed classes may be built (NEWOBJ/BUILD) and Python 2 names (`__builtin__`, written by
+# torch.save's protocol 2) are mapped. With torch 2.4 the stand-ins are not registered, and files that need them
+# are refused like any other; upstream's own training checkpoints do not need them.
+HAS_ALLOW_LIST = hasattr(torch.serialization, "safe_globals")
 
 
 def _allow_list():
-    """Context in which torch's weights-only loader also accepts `TRAINING_GLOBALS` (as their stand-ins).
-
-    `torch.serialization.safe_globals` needs torch >= 2.5; with 2.4 the stand-ins are not registered, and files
-    that need them are refused like any other (upstream's own training checkpoints do not need them)."""
-    if not hasattr(torch.serialization, "safe_globals"):
+    """Context in which torch's weights-only loader also accepts `TRAINING_GLOBALS` (as their stand-ins)."""
+    if not HAS_ALLOW_LIST:
         return contextlib.nullcontext()
     return torch.serialization.safe_globals(list(TRAINING_GLOBALS.values()))
 
@@ -200,20 +204,18 @@ def _pickle_globals(path: Path) -> list[str]:
     """Every global ("module.name") the file's pickle(s) refer to, in file order, read with `pickletools`:
     the opcodes are decoded, nothing is executed. Handles torch's zip format (data.pkl), the legacy format
     (several pickles in a row) and a plain pickle; stops quietly where the bytes stop being a pickle."""
-    import _compat_pickle  # the stdlib's Python 2 -> 3 names (__builtin__ -> builtins), as pickle and torch map them
-    import io
-    import pickletools
-    import zipfile
-
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            pkl = [n for n in z.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
-            streams = [io.BytesIO(z.read(pkl[0]))] if pkl else []
-    else:
-        streams = [open(path, "rb")]
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                pkl = [n for n in z.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+                streams = [io.BytesIO(z.read(pkl[0]))] if pkl else []
+        else:
+            streams = [open(path, "rb")]
+    except (OSError, zipfile.BadZipFile):
+        return []
     found: list[str] = []
 
-    def add(module: str, name: str) -> None:
+    def add(module: str, name: str) -> None:  # Python 2 names (__builtin__) as pickle and torch map them
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         full = f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{name}"
         if full not in found:
@@ -221,7 +223,7 @@ def _pickle_globals(path: Path) -> list[str]:
 
     for f in streams:
         with f:
-            for _ in range(8):  # the legacy format is 5 pickles, then raw tensor bytes
+            for _ in range(5):  # the legacy format is 5 pickles, then raw tensor bytes (never parsed)
                 strings: list = []     # values of the latest pushes (strings, else None), for STACK_GLOBAL
                 memo: dict = {}
                 try:
@@ -250,13 +252,13 @@ def unsafe_globals(path: str | os.PathLike) -> list[str]:
     allow-list and `TRAINING_GLOBALS`), in file order. Reads the file; executes nothing of it."""
     path = Path(path)
     found = _pickle_globals(path)
-    try:  # torch >= 2.5, zip checkpoints: torch's own static scan decides what is unsafe
+    try:  # torch >= 2.6 has get_unsafe_globals_in_checkpoint (zip checkpoints only): torch's own verdict
         with _allow_list():
             unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-    except Exception:  # torch 2.4, a legacy-format file or a plain pickle: the same test by hand
+    except Exception:  # torch < 2.6, a legacy-format file or a plain pickle: the same test by hand
         from torch import _weights_only_unpickler as wou  # torch's default allow-list (private; guarded)
         allowed = set(getattr(wou, "_get_allowed_globals", dict)())
-        if _torch_release() >= (2, 5):
+        if HAS_ALLOW_LIST:
             allowed |= set(TRAINING_GLOBALS)
         unsafe = {n for n in found if n not in allowed}
     return [n for n in found if n in unsafe] + sorted(unsafe.difference(found))
@@ -271,7 +273,7 @@ def _refusal(path: Path, e: Exception) -> SSGError:
     bad = unsafe_globals(path)
     if bad:
         older = (" (torch >= 2.5 loads this argument object as inert data)"
-                 if bad[0] in TRAINING_GLOBALS and _torch_release() < (2, 5) else "")
+                 if bad[0] in TRAINING_GLOBALS and not HAS_ALLOW_LIST else "")
         return SSGError(f"checkpoint {path} refers to the Python global {bad[0]!r}, which could run code when "
                         f"loaded, so it was not loaded and nothing in it ran{older}; {how}")
     return SSGError(f"checkpoint {path} is corrupt or holds Python objects that torch's weights-only loader "
@@ -284,7 +286,7 @@ def _torch_load(path: Path, device: str, trust_pickle: bool):
             # a plain pickle of protocol >= 4 makes torch warn before it refuses the file: our error says it all
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(str(path), map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:  # the weights-only loader's refusal (torch 2.4 also wraps zip errors so)
+    except pickle.UnpicklingError as e:  # the weights-only loader's refusal (torch 2.4 wraps its read errors so too)
         if not trust_pickle:
             raise _refusal(path, e) from None
     # The user vouched for this file for this run: load it in full, which may run code from it.

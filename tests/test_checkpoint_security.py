@@ -199,6 +199,28 @@ def test_stand_ins_do_nothing_for_a_hostile_file(tmp_path, monkeypatch):
     assert_refused(str(e.value), tmp_path / "other.pth", "mytrainer.Args")
 
 
+def test_without_the_newer_torch_apis_files_are_still_refused_and_named(golden_dir, tmp_path, monkeypatch):
+    """torch 2.4 has neither `safe_globals` (2.5) nor `get_unsafe_globals_in_checkpoint` (2.6): payloads are
+    refused and named all the same (from the opcodes), and a pickled argument object is refused with a hint."""
+    canary = tmp_path / "canary"
+    exec_file = poisoned("nested", canary, tmp_path / "model.pth")
+    fake = tap_like_args_module("utils.arg_util")
+    monkeypatch.setitem(sys.modules, "utils", types.ModuleType("utils"))
+    monkeypatch.setitem(sys.modules, "utils.arg_util", fake)
+    var_training_checkpoint(golden_dir, tmp_path / "ar-ckpt-last.pth", fake.Args(depth=2))
+    monkeypatch.undo()
+    monkeypatch.setattr(hub, "HAS_ALLOW_LIST", False)
+    monkeypatch.delattr(torch.serialization, "get_unsafe_globals_in_checkpoint")
+    with pytest.raises(SSGError) as e:
+        hub.load_state_dict(exec_file, nested=("model",))
+    assert_refused(str(e.value), exec_file, "builtins.exec")
+    with pytest.raises(SSGError) as e:
+        hub.load_state_dict(tmp_path / "ar-ckpt-last.pth", nested=("trainer.var_wo_ddp",))
+    assert_refused(str(e.value), tmp_path / "ar-ckpt-last.pth", "utils.arg_util.Args")
+    assert "torch >= 2.5 loads this argument object" in str(e.value)
+    assert not canary.exists()
+
+
 # ---------------------------------------------------------------- the model loaders
 @pytest.mark.parametrize("folder, file", [("llm", "ema_model.bin"), ("tokenizer", "pytorch_model.bin")])
 def test_hart_loader_refuses_payload(golden_dir, tmp_path, folder, file):
