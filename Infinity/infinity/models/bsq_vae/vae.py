@@ -128,7 +128,8 @@ def vae_model(vqgan_ckpt, schedule_mode: str = 'dynamic', codebook_dim: int = 32
     vae = AutoEncoder(codebook_dim=codebook_dim, codebook_size=codebook_size, patch_size=patch_size,
                       encoder_ch_mult=encoder_ch_mult, decoder_ch_mult=decoder_ch_mult, base_ch=base_ch)
     if isinstance(vqgan_ckpt, (str, os.PathLike)):
-        load_cnn(vae, load_state_dict(vqgan_ckpt, key='vae', trust_pickle=trust_pickle), what=f"VAE checkpoint {vqgan_ckpt}")
+        sd = load_state_dict(vqgan_ckpt, key='vae', trust_pickle=trust_pickle)
+        load_cnn(vae, sd, what=f"VAE checkpoint {vqgan_ckpt}")
     elif vqgan_ckpt:
         load_cnn(vae, vqgan_ckpt)
     return vae.eval().requires_grad_(False)
