@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ssg_core.cli import add_ssg_args, check_sampling, make_ssg, pick_device, ssg_settings  # noqa: F401  (shared by every sampler)
+from ssg_core.cli import add_ssg_args, add_trust_pickle_arg, check_sampling, make_ssg, pick_device, ssg_settings  # noqa: F401  (shared by every sampler)
 from ssg_core.errors import SSGError
 from ssg_core.hub import MODELS, load_state_dict, resolve_file, sha256
 
@@ -55,6 +55,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--var-ckpt", type=Path, default=None,
                    help="explicit VAR weight file (overrides the download); depth, shared AdaLN and scale schedule "
                         "are read from the file and checked against --model/--model-depth/--image-size")
+    add_trust_pickle_arg(g)
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -173,16 +174,17 @@ class VarArch:
         return 16 * self.patch_nums[-1]
 
 
-def peek_shapes(path: Path, nested: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+def peek_shapes(path: Path, nested: tuple[str, ...], trust_pickle: bool = False) -> dict[str, tuple[int, ...]]:
     """Name -> shape of a weight file without reading its tensors (loaded onto the meta device)."""
-    return {k: tuple(v.shape) for k, v in load_state_dict(path, nested=nested, device="meta").items()}
+    return {k: tuple(v.shape)
+            for k, v in load_state_dict(path, nested=nested, device="meta", trust_pickle=trust_pickle).items()}
 
 
-def read_arch(vae_path: Path, var_path: Path) -> VarArch:
+def read_arch(vae_path: Path, var_path: Path, trust_pickle: bool = False) -> VarArch:
     """Depth, AdaLN sharing and scale schedule of a VAR file, VAE width of a VQVAE file (shapes only)."""
     from VAR.models import TRAINING_NESTING
-    vae_sd = peek_shapes(vae_path, TRAINING_NESTING["vae"])
-    var_sd = peek_shapes(var_path, TRAINING_NESTING["var"])
+    vae_sd = peek_shapes(vae_path, TRAINING_NESTING["vae"], trust_pickle)
+    var_sd = peek_shapes(var_path, TRAINING_NESTING["var"], trust_pickle)
     if "decoder.conv_out.weight" not in vae_sd or "quantize.embedding.weight" not in vae_sd:
         raise SSGError(f"{vae_path} is not a VAR VQVAE checkpoint (no decoder.conv_out.weight / quantize.embedding."
                        f"weight); did you swap --vae-ckpt and --var-ckpt?")
@@ -226,10 +228,11 @@ def load_var_models(args: argparse.Namespace, choice: ModelChoice, device: torch
 
     from VAR.models import load_vae_var
     vae_path, var_path = resolve_checkpoints(args, choice)
-    arch = read_arch(vae_path, var_path)  # shapes only: cheap, and lets us name the mismatch
+    trust = args.trust_pickle
+    arch = read_arch(vae_path, var_path, trust)  # shapes only: cheap, and lets us name the mismatch
     check_arch(arch, choice, var_path)
     vae, var = load_vae_var(vae_path, var_path, depth=arch.depth, patch_nums=arch.patch_nums, device=device,
-                            shared_aln=arch.shared_aln, ch=arch.vae_ch)
+                            shared_aln=arch.shared_aln, ch=arch.vae_ch, trust_pickle=trust)
     info = {"checkpoints": {"vae": str(vae_path), "var": str(var_path)}, "depth": arch.depth,
             "shared_aln": arch.shared_aln, "patch_nums": list(arch.patch_nums), "vae_ch": arch.vae_ch}
     return vae.eval(), var.eval(), info

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssg_core.cli import ArgumentParser, add_ssg_args, check_sampling, main_guard, make_ssg
+from ssg_core.cli import ArgumentParser, add_ssg_args, add_trust_pickle_arg, check_sampling, main_guard, make_ssg
 from ssg_core.errors import SSGError
 from ssg_core.evaluation import (check_output_path, image_seed, init_distributed, pack_npz, pending, save_grid,
                                  save_png, shard, versions, write_json)
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shield_model_path", "--shield-model-path", default=None,
                    help="upstream's ShieldGemma prompt filter; accepted for compatibility but not applied here "
                         "(a note says so): prompts are used as given")
+    add_trust_pickle_arg(g, sep="_")
     g = p.add_argument_group("prompts (none given: 4 of upstream's default prompts, drawn with --seed)")
     g.add_argument("--prompt", default=None, help="one prompt (an empty one counts as none, as upstream)")
     g.add_argument("--prompt_list", "--prompt-list", nargs="+", default=None, help="several prompts, sampled as one batch")
@@ -183,11 +184,13 @@ def load_text_encoder(folder: Path, device: torch.device):
     return tokenizer, text_model.to(device).eval().requires_grad_(False)
 
 
-def load_models(llm_path: Path, text_path: Path, use_ema: bool, device: torch.device):
-    """HART transformer (+ tokenizer) and the text LLM with its tokenizer, in eval mode on `device`."""
+def load_models(llm_path: Path, text_path: Path, use_ema: bool, device: torch.device, trust_pickle: bool = False):
+    """HART transformer (+ tokenizer) and the text LLM with its tokenizer, in eval mode on `device`.
+    `trust_pickle` applies to HART's own weight files; transformers loads the text LLM (safetensors, or a .bin
+    with weights_only=True)."""
     from hart.modules.models.transformer import HARTForT2I
 
-    model = HARTForT2I.from_pretrained(llm_path, use_ema=use_ema).to(device).vae_to(device)
+    model = HARTForT2I.from_pretrained(llm_path, use_ema=use_ema, trust_pickle=trust_pickle).to(device).vae_to(device)
     tokenizer, text_model = load_text_encoder(text_path, device)
     hidden = getattr(text_model.config, "hidden_size", None)
     if hidden != model.config.context_dim:
@@ -406,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     llm, text = resolve_paths(args)
     check_against_config(args, llm)  # cheap checks before the models are loaded
     check_text_model_folder(text)
-    model, tokenizer, text_model = load_models(llm, text, args.use_ema, dist.device)
+    model, tokenizer, text_model = load_models(llm, text, args.use_ema, dist.device, args.trust_pickle)
     sampler = Sampler(args, model, tokenizer, text_model, dist.device)
     if rows is not None:
         run_eval(args, sampler, rows, out, llm, text, dist)

@@ -109,6 +109,18 @@ def parse_beta(text: str) -> float | list[float]:
     return values[0] if len(values) == 1 and "," not in text else values
 
 
+def add_trust_pickle_arg(p, sep: str = "-") -> None:
+    """Add `--trust-pickle` (dest `trust_pickle`, off by default) to a parser or argument group: the one way an
+    entry point lets a checkpoint run code (`ssg_core.hub.load_state_dict(..., trust_pickle=True)`).
+    `sep` is the word separator of the caller's other flags ("_" for Infinity's and HART's upstream style);
+    `ArgumentParser` accepts the other spelling too."""
+    p.add_argument(f"--trust{sep}pickle", dest="trust_pickle", action=argparse.BooleanOptionalAction, default=False,
+                   help="load checkpoint files that torch's weights-only loader refuses (pickles that refer to other "
+                        "Python code) with a full pickle load. RISK: such a file can run any code on this machine "
+                        "as you; use it only for files from a source you trust. Without it such files are refused "
+                        "and nothing in them runs (the released checkpoints and upstream's training checkpoints do not need it)")
+
+
 # ---------------------------------------------------------------- the SSG flags, shared by every sampler
 def add_ssg_args(p, default_beta: str = "0.5", compare: bool = True):
     """Add the SSG flags to an argparse parser (each also spelled with underscores, as upstream CLIs do).

@@ -4,13 +4,21 @@ Every model file the project can use is registered in `MODELS` (model name -> fi
 so `scripts/download.py --model NAME` can fetch ahead on a machine with network and the
 samplers can run later with `HF_HUB_OFFLINE=1`. Loading is safetensors or `weights_only=True`
 (the released files are plain tensor dicts), then strict; failures become one-line `SSGError`s.
+A checkpoint never runs code unless the caller passes `trust_pickle=True` (`--trust-pickle`).
 """
 from __future__ import annotations
 
+import _compat_pickle  # the stdlib's table of Python 2 -> 3 names, which pickle itself uses
+import contextlib
 import hashlib
+import io
 import os
+import pickle
+import pickletools
 import re
 import sys
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,30 +143,169 @@ def _first_line(e: Exception) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
 
 
+# ---------------------------------------------------------------- pickled checkpoints: weights, never code
+# A `.pth`/`.bin` file is a pickle, and a pickle can name any Python function to call while it loads. torch's
+# weights-only loader refuses every global outside a fixed set (tensors, storages, plain containers), so
+# nothing in a refused file runs. The only ways past it are the inert stand-ins below and, for one run, the
+# user's explicit `trust_pickle=True` (`--trust-pickle`).
+
+class PickledArgs:
+    """What a training script's pickled argument object becomes here: its attributes and nothing else.
+
+    None of the original class's code exists in this stand-in, so loading one runs nothing of the file."""
+
+    def __repr__(self) -> str:
+        return f"PickledArgs({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+def _stand_in_class(full_name: str) -> type:
+    """A `PickledArgs` subclass under the name a checkpoint uses for the original class ("module.Name"):
+    torch's allow-list matches globals by `__module__` + `__qualname__`."""
+    module, _, name = full_name.rpartition(".")
+    return type(name, (PickledArgs,), {"__module__": module, "__qualname__": name,
+                                       "__doc__": f"inert stand-in for {full_name} (see ssg_core.hub.PickledArgs)"})
+
+
+def _no_attribute(obj, name, default=None):
+    """Stand-in for `builtins.getattr`: looks nothing up, returns None."""
+    return None
+
+
+_no_attribute.__module__, _no_attribute.__qualname__, _no_attribute.__name__ = "builtins", "getattr", "getattr"
+
+# Exactly the globals a training checkpoint of the upstream codebases holds besides tensors and plain
+# containers, each mapped to an inert stand-in. Upstream's train.py (VAR at 78b9539, Infinity) stores
+# `args.state_dict()`, a plain OrderedDict, which needs no entry at all; a checkpoint that pickles the argument
+# object itself (`torch.save({..., "args": args})`) refers to its class, and, because the class is a `tap.Tap`
+# whose pickled state lists its bound methods, to `builtins.getattr` once per method (checked with
+# typed-argument-parser 1.12). The stand-ins keep the attributes, the methods become None.
+TRAINING_GLOBALS: dict[str, object] = {
+    "utils.arg_util.Args": _stand_in_class("utils.arg_util.Args"),                    # VAR
+    "infinity.utils.arg_util.Args": _stand_in_class("infinity.utils.arg_util.Args"),  # Infinity
+    "builtins.getattr": _no_attribute,
+}
+
+
+# `torch.serialization.safe_globals` (a context manager) exists from torch 2.5 on, as do the two things the
+# stand-ins need: allow-listed classes may be built (NEWOBJ/BUILD) and Python 2 names (`__builtin__`, written by
+# torch.save's protocol 2) are mapped. With torch 2.4 the stand-ins are not registered, and files that need them
+# are refused like any other; upstream's own training checkpoints do not need them.
+HAS_ALLOW_LIST = hasattr(torch.serialization, "safe_globals")
+
+
+def _allow_list():
+    """Context in which torch's weights-only loader also accepts `TRAINING_GLOBALS` (as their stand-ins)."""
+    if not HAS_ALLOW_LIST:
+        return contextlib.nullcontext()
+    return torch.serialization.safe_globals(list(TRAINING_GLOBALS.values()))
+
+
+def _pickle_globals(path: Path) -> list[str]:
+    """Every global ("module.name") the file's pickle(s) refer to, in file order, read with `pickletools`:
+    the opcodes are decoded, nothing is executed. Handles torch's zip format (data.pkl), the legacy format
+    (several pickles in a row) and a plain pickle; stops quietly where the bytes stop being a pickle."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                pkl = [n for n in z.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+                streams = [io.BytesIO(z.read(pkl[0]))] if pkl else []
+        else:
+            streams = [open(path, "rb")]
+    except (OSError, zipfile.BadZipFile):
+        return []
+    found: list[str] = []
+
+    def add(module: str, name: str) -> None:  # Python 2 names (__builtin__) as pickle and torch map them
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        full = f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{name}"
+        if full not in found:
+            found.append(full)
+
+    for f in streams:
+        with f:
+            for _ in range(5):  # the legacy format is 5 pickles, then raw tensor bytes (never parsed)
+                strings: list = []     # values of the latest pushes (strings, else None), for STACK_GLOBAL
+                memo: dict = {}
+                try:
+                    for op, arg, _ in pickletools.genops(f):
+                        if op.name == "GLOBAL":
+                            add(*arg.split(" ", 1))
+                        elif op.name == "STACK_GLOBAL" and len(strings) >= 2 and None not in strings[-2:]:
+                            add(strings[-2], strings[-1])
+                        elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                            memo[arg] = strings[-1] if strings else None
+                        elif op.name == "MEMOIZE":
+                            memo[len(memo)] = strings[-1] if strings else None
+                        if op.name in ("BINGET", "LONG_BINGET", "GET"):
+                            strings.append(memo.get(arg))
+                        elif "UNICODE" in op.name or op.name.endswith("STRING"):
+                            strings.append(arg if isinstance(arg, str) else None)
+                        elif op.name not in ("MEMOIZE", "BINPUT", "LONG_BINPUT", "PUT", "FRAME", "PROTO"):
+                            strings.append(None)  # any other value: the next STACK_GLOBAL's names are not plain
+                except Exception:  # not (or no longer) a pickle: raw bytes, truncation, garbage
+                    break
+    return found
+
+
+def unsafe_globals(path: str | os.PathLike) -> list[str]:
+    """The globals in a pickled checkpoint that torch's weights-only loader refuses (outside torch's own
+    allow-list and `TRAINING_GLOBALS`), in file order. Reads the file; executes nothing of it."""
+    path = Path(path)
+    found = _pickle_globals(path)
+    try:  # torch >= 2.6 has get_unsafe_globals_in_checkpoint (zip checkpoints only): torch's own verdict
+        with _allow_list():
+            unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception:  # torch < 2.6, a legacy-format file or a plain pickle: the same test by hand
+        from torch import _weights_only_unpickler as wou  # torch's default allow-list (private; guarded)
+        allowed = set(getattr(wou, "_get_allowed_globals", dict)())
+        if HAS_ALLOW_LIST:
+            allowed |= set(TRAINING_GLOBALS)
+        unsafe = {n for n in found if n not in allowed}
+    return [n for n in found if n in unsafe] + sorted(unsafe.difference(found))
+
+
 _NOTED: set[Path] = set()
 
 
-def _torch_load(path: Path, device: str):
+def _refusal(path: Path, e: Exception) -> SSGError:
+    """The one-line error for a file the weights-only loader refused: what it refers to, and the way out."""
+    how = "if you trust the file and its source, rerun with --trust-pickle (Python: trust_pickle=True)"
+    bad = unsafe_globals(path)
+    if bad:
+        older = (" (torch >= 2.5 loads this argument object as inert data)"
+                 if bad[0] in TRAINING_GLOBALS and not HAS_ALLOW_LIST else "")
+        return SSGError(f"checkpoint {path} refers to the Python global {bad[0]!r}, which could run code when "
+                        f"loaded, so it was not loaded and nothing in it ran{older}; {how}")
+    return SSGError(f"checkpoint {path} is corrupt or holds Python objects that torch's weights-only loader "
+                    f"refuses ({_first_line(e)}); nothing in it ran; {how}")
+
+
+def _torch_load(path: Path, device: str, trust_pickle: bool):
     try:
-        return torch.load(str(path), map_location=device, weights_only=True)
-    except Exception as e:
-        if "Unsupported global" not in str(e):
-            raise
-    # A well-formed pickle that also holds Python objects (a training checkpoint's `args`, say). The released
-    # files never do, so this is a file the user chose; load it in full, as upstream's own torch.load would.
+        with _allow_list(), warnings.catch_warnings():
+            # a plain pickle of protocol >= 4 makes torch warn before it refuses the file: our error says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(str(path), map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:  # the weights-only loader's refusal (torch 2.4 wraps its read errors so too)
+        if not trust_pickle:
+            raise _refusal(path, e) from None
+    # The user vouched for this file for this run: load it in full, which may run code from it.
     if path.resolve() not in _NOTED:  # once per file, though the CLIs read shapes first, then weights
         _NOTED.add(path.resolve())
-        print(f"note: {path} holds pickled Python objects besides tensors; loading it with weights_only=False "
-              f"(use only files you trust)", file=sys.stderr)
+        print(f"note: {path} holds Python objects besides tensors; loading it with weights_only=False as "
+              f"--trust-pickle asks (this can run code from the file)", file=sys.stderr)
     return torch.load(str(path), map_location=device, weights_only=False)
 
 
 def load_state_dict(path: str | os.PathLike, key: str | None = None, nested: tuple[str, ...] = (),
-                    device: str = "cpu") -> dict[str, torch.Tensor]:
+                    device: str = "cpu", *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
     """Read a checkpoint as a flat name -> tensor dict on CPU (or on "meta": shapes only, no tensor data read).
 
-    `.safetensors` through safetensors, everything else with `torch.load(weights_only=True)`
-    (falling back to a full load, with a note, for a pickle that holds Python objects).
+    `.safetensors` through safetensors, everything else with `torch.load(weights_only=True)`, which also
+    accepts a training checkpoint's pickled argument object as inert data (`TRAINING_GLOBALS`). A file that
+    loader refuses (it refers to other Python code) raises a one-line `SSGError` naming the first such
+    global; nothing of it has run. `trust_pickle=True` loads such a file in full instead (`weights_only=False`,
+    which can run code from the file: only for files from a source you trust).
     `key` selects an entry of a wrapped checkpoint (e.g. Infinity's VAE files keep it under "vae").
     `nested` lists dotted paths tried, in order, when the file is not a flat dict of tensors
     (e.g. "trainer.var_wo_ddp" for VAR's training checkpoints).
@@ -175,7 +322,9 @@ def load_state_dict(path: str | os.PathLike, key: str | None = None, nested: tup
             from safetensors.torch import load_file
             sd = load_file(str(path), device=device)
         else:
-            sd = _torch_load(path, device)
+            sd = _torch_load(path, device, trust_pickle)
+    except SSGError:
+        raise
     except Exception as e:
         raise SSGError(f"cannot read checkpoint {path} ({_first_line(e)}); "
                        f"the file is truncated, corrupt or not a weights file: delete it and download it again") from None

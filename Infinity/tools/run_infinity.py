@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ssg_core import SSG
-from ssg_core.cli import ArgumentParser, add_ssg_args, check_sampling, main_guard, make_ssg
+from ssg_core.cli import ArgumentParser, add_ssg_args, add_trust_pickle_arg, check_sampling, main_guard, make_ssg
 from ssg_core.errors import SSGError
 from ssg_core.evaluation import (_atomic_write, check_output_path, init_distributed, save_png, shard, versions,
                                  write_json)
@@ -198,7 +198,8 @@ def load_visual_tokenizer(args, device='cpu'):
     """
     preset = _preset(args)
     path = _file(args, args.vae_path, preset.vae_file if preset else None, "VAE checkpoint")
-    sd = upstream_key_names(load_state_dict(path, key='vae'))   # older key names -> ours, before reading shapes
+    sd = load_state_dict(path, key='vae', trust_pickle=args.trust_pickle)
+    sd = upstream_key_names(sd)   # older key names -> ours, before reading shapes
     cfg = infer_vae_config(sd)
     if args.vae_type is not None and args.vae_type != cfg['codebook_dim']:
         raise SSGError(f"VAE {path} has {cfg['codebook_dim']} bits per code but --vae_type is {args.vae_type}")
@@ -209,12 +210,13 @@ def load_visual_tokenizer(args, device='cpu'):
     return vae.to(device)
 
 
-def _checkpoint_parts(path: Path, checkpoint_type: str) -> tuple[dict[str, torch.Tensor], list]:
+def _checkpoint_parts(path: Path, checkpoint_type: str,
+                      trust_pickle: bool = False) -> tuple[dict[str, torch.Tensor], list]:
     """(shapes, loaders): every key of the checkpoint (a tensor, or for shards a meta tensor: shape
     only) and one loader per file, so that a sharded checkpoint is read one shard at a time."""
     if checkpoint_type != 'torch_shard' and not path.is_dir():
         # a training checkpoint keeps the weights under trainer.gpt_fsdp (upstream's save_slim_model)
-        sd = load_state_dict(path, nested=('trainer.gpt_fsdp',))
+        sd = load_state_dict(path, nested=('trainer.gpt_fsdp',), trust_pickle=trust_pickle)
         return sd, [lambda: sd]
     index = path / 'model.safetensors.index.json'
     if not index.is_file():
@@ -277,7 +279,7 @@ def load_transformer(vae, args, device='cpu') -> Infinity:
     preset = _preset(args)
     checkpoint_type = args.checkpoint_type or (preset.checkpoint_type if preset else 'torch')
     path = _file(args, args.model_path, preset.model_file if preset else None, "transformer checkpoint")
-    shapes, loaders = _checkpoint_parts(path, checkpoint_type)
+    shapes, loaders = _checkpoint_parts(path, checkpoint_type, args.trust_pickle)
     arch, d_tok = _arch_from_state_dict(shapes)
     if args.model_type != CUSTOM:
         want = MODEL_ARCHS[args.model_type]
@@ -396,6 +398,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--text_channels', type=int, default=2048, help="T5 width (read from the checkpoint when possible)")
     g.add_argument('--ckpt_dir', default=None,
                    help="folder for checkpoint files: looked up there first, downloads go there (default: HF cache)")
+    add_trust_pickle_arg(g, sep='_')
     g.add_argument('--add_lvl_embeding_only_first_block', type=int, default=1, choices=[0, 1],
                    help="1: level embedding added before the first block only (every released model); "
                         "0: before every block chunk")

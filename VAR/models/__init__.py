@@ -109,11 +109,12 @@ def build_vae_var(device, patch_nums: Sequence[int] = PATCH_NUMS_256,
 
 def load_vae_var(vae_path: str | os.PathLike, var_path: str | os.PathLike, depth: int = 16,
                  patch_nums: Sequence[int] | None = None, device="cpu", shared_aln: bool | None = None,
-                 **build_kwargs) -> tuple[VQVAE, VAR]:
+                 *, trust_pickle: bool = False, **build_kwargs) -> tuple[VQVAE, VAR]:
     """Build the models for `depth` and load both checkpoint files strictly; eval mode.
 
     patch_nums / shared_aln default to the released model of that depth (`official_config`).
     `build_kwargs` go to `build_vae_var` (e.g. V, Cvae, ch, num_classes for small models).
+    `trust_pickle`: see `ssg_core.hub.load_state_dict` (off: a file that could run code is refused).
     Raises `SSGError` (one line) for a missing, unreadable or mismatched file.
     """
     official = official_config(depth)
@@ -126,8 +127,8 @@ def load_vae_var(vae_path: str | os.PathLike, var_path: str | os.PathLike, depth
         raise SSGError(f"load_vae_var got unknown arguments {sorted(unknown)}")
     kw.update(build_kwargs)
     pns = _check_config(patch_nums, kw["V"], kw["Cvae"], kw["ch"], kw["share_quant_resi"], kw["num_classes"], depth)
-    vae_sd = load_state_dict(vae_path, nested=TRAINING_NESTING["vae"])
-    var_sd = load_state_dict(var_path, nested=TRAINING_NESTING["var"])
+    vae_sd = load_state_dict(vae_path, nested=TRAINING_NESTING["vae"], trust_pickle=trust_pickle)
+    var_sd = load_state_dict(var_path, nested=TRAINING_NESTING["var"], trust_pickle=trust_pickle)
     vae, var = _build_on_meta(pns, depth=depth, shared_aln=shared_aln, **kw)
     _materialise(vae, var, torch.device(device))
     key = "quantize.ema_vocab_hit_SV"  # usage statistics of another scale count: keep ours (as upstream)

@@ -117,17 +117,19 @@ def load_cnn(model: AutoEncoder, state_dict: dict[str, torch.Tensor], what: str 
 
 def vae_model(vqgan_ckpt, schedule_mode: str = 'dynamic', codebook_dim: int = 32, codebook_size: int | None = None,
               test_mode: bool = True, patch_size: int = 16, encoder_ch_mult=(1, 2, 4, 4, 4),
-              decoder_ch_mult=(1, 2, 4, 4, 4), base_ch: int = 128) -> AutoEncoder:
+              decoder_ch_mult=(1, 2, 4, 4, 4), base_ch: int = 128, *, trust_pickle: bool = False) -> AutoEncoder:
     """Build the VAE as upstream (base_ch 128, 2 ResBlocks per level, GroupNorm, no attention) and load it.
 
     vqgan_ckpt: a path to an official file (its `"vae"` entry is used), a state dict, or `{}`
     for random weights. `base_ch` is an extension for tiny test models (upstream hard-codes 128).
+    `trust_pickle`: see `ssg_core.hub.load_state_dict` (off: a file that could run code is refused).
     Returns the model in eval mode without gradients.
     """
     vae = AutoEncoder(codebook_dim=codebook_dim, codebook_size=codebook_size, patch_size=patch_size,
                       encoder_ch_mult=encoder_ch_mult, decoder_ch_mult=decoder_ch_mult, base_ch=base_ch)
     if isinstance(vqgan_ckpt, (str, os.PathLike)):
-        load_cnn(vae, load_state_dict(vqgan_ckpt, key='vae'), what=f"VAE checkpoint {vqgan_ckpt}")
+        sd = load_state_dict(vqgan_ckpt, key='vae', trust_pickle=trust_pickle)
+        load_cnn(vae, sd, what=f"VAE checkpoint {vqgan_ckpt}")
     elif vqgan_ckpt:
         load_cnn(vae, vqgan_ckpt)
     return vae.eval().requires_grad_(False)

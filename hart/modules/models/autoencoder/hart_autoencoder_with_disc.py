@@ -38,12 +38,14 @@ class HARTAutoEncoderWithDisc(nn.Module):
         self.vae = HARTAutoEncoder(config)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> "HARTAutoEncoderWithDisc":
-        """Build from `path/config.json` and load `path/{pytorch_model.bin|model.safetensors}`; eval mode."""
+    def from_pretrained(cls, path: str | os.PathLike, *, trust_pickle: bool = False) -> "HARTAutoEncoderWithDisc":
+        """Build from `path/config.json` and load `path/{pytorch_model.bin|model.safetensors}`; eval mode.
+        `trust_pickle`: see `ssg_core.hub.load_state_dict` (off: a file that could run code is refused)."""
         config = read_config(path, cls.config_class)
         model = cls(config)
         wfile = find_weight_file(path)
-        load_strict(model, _fill_unused(model, load_state_dict(wfile)), f"tokenizer weights {wfile}")
+        sd = load_state_dict(wfile, trust_pickle=trust_pickle)
+        load_strict(model, _fill_unused(model, sd), f"tokenizer weights {wfile}")
         return model.eval().requires_grad_(False)
 
 

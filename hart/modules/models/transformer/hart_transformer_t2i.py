@@ -50,6 +50,11 @@ def _check_config(config: HARTForT2IConfig) -> None:
         raise SSGError("transformer config: patch_nums needs at least two scales")
 
 
+def tokenizer_folder(config: HARTForT2IConfig) -> str:
+    """Where upstream finds the tokenizer: `config.vae_path`, else the folder `tokenizer` beside llm/."""
+    return config.vae_path or os.path.join(os.path.dirname(str(config._name_or_path).rstrip("/")), "tokenizer")
+
+
 class HARTForT2I(nn.Module):
     """The HART transformer with its residual diffusion head; the tokenizer is held outside the state dict.
 
@@ -64,9 +69,8 @@ class HARTForT2I(nn.Module):
         super().__init__()
         _check_config(config)
         self.config = config
-        if vae is None:  # upstream: the tokenizer is the sibling folder `tokenizer` of llm/ unless vae_path is set
-            vae_path = config.vae_path or os.path.join(os.path.dirname(str(config._name_or_path).rstrip("/")), "tokenizer")
-            vae = HARTAutoEncoderWithDisc.from_pretrained(vae_path).vae
+        if vae is None:
+            vae = HARTAutoEncoderWithDisc.from_pretrained(tokenizer_folder(config)).vae
         # a tuple, so that the tokenizer is no sub-module: not in the state dict, not moved by .to()
         self.vae_proxy: tuple[HARTAutoEncoder] = (vae,)
         self.vae_quant_proxy = (vae.quantize,)
@@ -110,17 +114,21 @@ class HARTForT2I(nn.Module):
     # ------------------------------------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(cls, model_path: str | os.PathLike, use_ema: bool = True,
-                        vae: HARTAutoEncoder | None = None) -> "HARTForT2I":
+                        vae: HARTAutoEncoder | None = None, *, trust_pickle: bool = False) -> "HARTForT2I":
         """Build from `model_path/config.json` (the release's `llm/` folder) and load its weights strictly.
 
         use_ema: load `ema_model.bin` (upstream samples with the EMA weights by default), else the
         non-EMA `pytorch_model.bin` / `model.safetensors`. The tokenizer comes from `vae` or, as upstream,
         from `config.vae_path` or the sibling folder `tokenizer`. Returns the model in eval mode.
+        `trust_pickle` (both folders): see `ssg_core.hub.load_state_dict` (off: a file that could run code is refused).
         """
         config = read_config(model_path, cls.config_class)
+        _check_config(config)  # before the tokenizer is read
+        if vae is None:
+            vae = HARTAutoEncoderWithDisc.from_pretrained(tokenizer_folder(config), trust_pickle=trust_pickle).vae
         model = cls(config, vae=vae)
         wfile = find_weight_file(model_path, ("ema_model.bin",) if use_ema else ("pytorch_model.bin", "model.safetensors"))
-        load_strict(model, load_state_dict(wfile), f"transformer weights {wfile}")
+        load_strict(model, load_state_dict(wfile, trust_pickle=trust_pickle), f"transformer weights {wfile}")
         return model.eval().requires_grad_(False)
 
     def vae_to(self, device: torch.device | str) -> "HARTForT2I":
