@@ -191,11 +191,12 @@ def load_demo(device: str | torch.device = "cpu"):
     return vae.to(device).eval(), var.to(device).eval()
 
 
-def load_recommended(path: Path = RECOMMENDED) -> dict:
+def load_recommended(path: Path | None = None) -> dict:
     """The recommended SSG setting for the demo (`assets/demo/eval/recommended.json`): its "ssg" entry holds
     beta, schedule, last_scales or from_scale, and the resulting per-scale "betas"; the rest records the
     sampling settings, the supporting numbers and the commands that reproduce them (docs/demo.md)."""
     import json
+    path = RECOMMENDED if path is None else path
     try:
         rec = json.loads(Path(path).read_text())
         ssg = rec["ssg"]

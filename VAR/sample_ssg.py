@@ -64,7 +64,7 @@ def fill_default_beta(args, choice_name: str) -> str | None:
     _, betas = C.make_ssg(args, len(rec["betas"]))
     if betas != rec["betas"]:
         raise SSGError(f"{RECOMMENDED}: its beta/schedule give {betas}, not the recorded betas {rec['betas']}")
-    where = RECOMMENDED.relative_to(RECOMMENDED.parents[3])  # assets/demo/eval/recommended.json
+    where = Path(*RECOMMENDED.parts[-4:])  # assets/demo/eval/recommended.json
     return f"--model demo without --beta: the recommended setting from {where} ({rec['text']}); --beta overrides it"
 
 

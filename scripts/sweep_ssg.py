@@ -474,9 +474,13 @@ def summarise(store: dict, grid: list[tuple[Setting, list[float], str]], seeds: 
             row[m] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0)
         base = [by_key.get((base_key, s)) for s in seeds]
         if key != base_key and all(b is not None for b in base):
-            d = np.array([r[metric.primary] - b[metric.primary] for r, b in zip(runs, base)])
-            row["diff"] = (float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else 0.0)
-            row["better"] = int((d < 0).sum())
+            row["diffs"] = {}
+            for m in metric.columns:
+                d = np.array([r[m] - b[m] for r, b in zip(runs, base)])
+                row["diffs"][m] = (float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else 0.0,
+                                   int((d < 0).sum() if m in LOWER_IS_BETTER else (d > 0).sum()))
+            row["diff"] = row["diffs"][metric.primary][:2]
+            row["better"] = row["diffs"][metric.primary][2]
         rows.append(row)
     return rows
 
@@ -497,6 +501,16 @@ def markdown_table(rows: list[dict], metric, header: str) -> str:
         diff = "{:+.2f} ± {:.2f}".format(*r["diff"]) if "diff" in r else ""
         better = f"{r['better']} of {r['n']}" if "diff" in r else ""
         text += f"| {r['name']} | {format_betas(r['betas'])} | " + " | ".join(cells) + f" | {diff} | {better} |\n"
+    paired = [r for r in rows if "diffs" in r]
+    if paired:  # the same seeds and images: these differences carry much less noise than the columns above
+        text += ("\nPaired differences to the baseline (setting minus baseline, same seeds; mean ± std over seeds, "
+                 "and on how many seeds the setting was better)\n\n| setting | "
+                 + " | ".join(f"Δ{SHORT[m]}" for m in metric.columns) + " |\n|---|" + "---|" * len(metric.columns)
+                 + "\n")
+        for r in paired:
+            text += f"| {r['name']} | " + " | ".join(
+                ("{:+.2f} ± {:.2f} ({}/{})" if m in ("fd", "fid", "classifier_score", "inception_score") else
+                 "{:+.3f} ± {:.3f} ({}/{})").format(*r["diffs"][m], r["n"]) for m in metric.columns) + " |\n"
     return text
 
 
@@ -506,6 +520,7 @@ def plot(path: Path, rows: list[dict], metric, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     curves: dict[str, list[dict]] = {}
     base = None
     for r in rows:
@@ -528,12 +543,21 @@ def plot(path: Path, rows: list[dict], metric, title: str) -> None:
     axes[1].axhline(0, color="0.3", ls="--")
     axes[0].set_ylabel(f"{SHORT[m]} (mean ± std over seeds)")
     axes[1].set_ylabel(f"Δ{SHORT[m]} vs baseline, same seeds")
+    # differences near 0 matter most: linear there, logarithmic for the large ones
+    small = [abs(r["diff"][0]) for rs in curves.values() for r in rs if "diff" in r]
+    if small and max(small) > 10 * min(x for x in small + [1.0] if x > 0):
+        axes[1].set_yscale("symlog", linthresh=max(1e-3, float(np.median(small))))
+        axes[1].yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    betas = sorted({r["setting"].beta for rs in curves.values() for r in rs})
     for ax in axes:
         ax.set_xlabel("beta")
-        ax.set_xscale("symlog", linthresh=0.1)
+        if betas:
+            ax.set_xticks(betas)
+            ax.set_xticklabels([f"{b:g}" for b in betas], fontsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(title.replace("; ", "\n", 1), fontsize=9)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -684,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     plot(args.out / "sweep.png", rows, metric, header)
     print(text)
     print(f"wrote {args.out / 'table.md'}, {args.out / 'sweep.png'}, {res_path} "
-          f"({time.time() - t_all:.0f} s of sampling)")
+          f"({len(jobs)} (setting, seed) runs sampled now, in {time.time() - t_all:.0f} s)")
     if dist.world > 1:
         torch.distributed.destroy_process_group()
     return 0

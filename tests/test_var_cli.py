@@ -244,3 +244,33 @@ def test_unreadable_checkpoint_error_is_plain_text(golden_dir, tmp_path, capsys)
     assert_one_line_error(code, err, str(bad), "Unsupported operand", "corrupt")
     assert "\x1b[" not in err and "Weights only load failed" not in err   # torch's boilerplate and bold codes
     assert_no_output(tmp_path)
+
+
+def test_demo_without_beta_samples_the_recommended_setting(tmp_path, capsys, monkeypatch):
+    """`--model demo --compare` without --beta: assets/demo/eval/recommended.json, said in one line; the same
+    images as its flags given by hand; a --beta of the user's wins (random demo weights: the CLI branch only)."""
+    from VAR import demo
+    monkeypatch.setattr(demo, "load_demo", lambda device: demo.build_demo(device, seed=0))
+    rec = demo.load_recommended()["ssg"]
+    outs = {name: tmp_path / f"{name}.png" for name in ("default", "by_hand", "user")}
+    code, stdout, err = run_main(["--model", "demo", "--compare", "--device", "cpu", "--out", str(outs["default"])],
+                                 capsys)
+    assert code == 0, err
+    assert (f"--model demo without --beta: the recommended setting from assets/demo/eval/recommended.json "
+            f"({rec['text']}); --beta overrides it") in stdout
+    assert f"SSG: beta per scale {C.format_betas(rec['betas'])}" in stdout
+    code, stdout, err = run_main(["--model", "demo", "--compare", "--device", "cpu", "--out", str(outs["by_hand"]),
+                                  *rec["flags"].split()], capsys)
+    assert code == 0 and "recommended" not in stdout, err
+    code, stdout, err = run_main(["--model", "demo", "--compare", "--device", "cpu", "--beta", "0.5",
+                                  "--out", str(outs["user"])], capsys)
+    assert code == 0 and "recommended" not in stdout and "[0, 0.5, 0.5, 0.5, 0.5, 0.5]" in stdout, err
+    png = {k: np.asarray(Image.open(v)) for k, v in outs.items()}
+    assert np.array_equal(png["default"], png["by_hand"]) and not np.array_equal(png["default"], png["user"])
+
+    broken = tmp_path / "recommended.json"
+    broken.write_text("{}")
+    monkeypatch.setattr(demo, "RECOMMENDED", broken)
+    code, _, err = run_main(["--model", "demo", "--device", "cpu", "--out", str(tmp_path / "x.png")], capsys)
+    assert_one_line_error(code, err, "not a recommended-setting file")
+    assert not (tmp_path / "x.png").exists()
