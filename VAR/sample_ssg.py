@@ -2,6 +2,7 @@
 
     python VAR/sample_ssg.py --model-depth 16 --classes 980,437,22,562 --seed 0 --beta 0.5 --out grid.png
     python VAR/sample_ssg.py --model-depth 16 --beta 0.5 --compare --out compare.png   # top: baseline, bottom: SSG
+    python VAR/sample_ssg.py --model demo --compare --out demo.png   # offline demo; no --beta: its recommended setting
 
 The batch is sampled the way upstream's notebook does it: one generator seeded with
 `--seed` for the whole batch, so `--beta 0` reproduces upstream's images for the same
