@@ -274,3 +274,19 @@ def test_demo_without_beta_samples_the_recommended_setting(tmp_path, capsys, mon
     code, _, err = run_main(["--model", "demo", "--device", "cpu", "--out", str(tmp_path / "x.png")], capsys)
     assert_one_line_error(code, err, "not a recommended-setting file")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_ssg_settings_and_start_line(capsys, monkeypatch):
+    """Manifests record the resolved per-scale betas and the window flag (only when given, so that older
+    manifests still match on resume); the start line is printed on rank 0 only."""
+    args = sample_ssg.build_parser().parse_args(["--beta", "0.4", "--beta-last-scales", "2"])
+    _, betas = C.make_ssg(args, 10, announce=True)
+    assert capsys.readouterr().out == ("SSG: beta per scale [0, 0, 0, 0, 0, 0, 0, 0, 0.4, 0.4] "
+                                       "(--beta 0.4, constant, --beta-last-scales 2)\n")
+    s = C.ssg_settings(args, betas)
+    assert s["beta"] == [0.0] * 8 + [0.4, 0.4] and s["beta_last_scales"] == 2 and "beta_from_scale" not in s
+    plain = sample_ssg.build_parser().parse_args(["--beta", "0.4"])
+    assert "beta_last_scales" not in C.ssg_settings(plain, [0.0] + [0.4] * 9)
+    monkeypatch.setenv("RANK", "1")
+    C.make_ssg(args, 10, announce=True)
+    assert capsys.readouterr().out == ""
