@@ -34,7 +34,6 @@ Several GPUs: under torchrun every process samples and featurises its share of t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -50,7 +49,9 @@ from ssg_core.cli import ArgumentParser, format_betas, main_guard
 from ssg_core.errors import SSGError
 from ssg_core.evaluation import (_atomic_write, check_output_path, image_seed, init_distributed, shard,
                                  to_uint8_hwc, write_json)
-from ssg_core.guidance import SCHEDULES
+from ssg_core.dse import MODES, PRIORS
+from ssg_core.guidance import CACHES, SCHEDULES
+from ssg_core.hub import sha256
 
 RESULTS = "results.json"
 VAR_MODELS = ("demo", "var-d16", "var-d20", "var-d24", "var-d30", "var-d36")
@@ -88,8 +89,9 @@ class Setting:
             return self.schedule
         return window if self.schedule == "constant" else f"{self.schedule}, {window}"
 
-    def name(self, betas: list[float]) -> str:
-        if not any(betas):
+    def name(self, betas: list[float] | None = None) -> str:
+        """The table's name for it: "baseline" when every resolved beta is 0, else its label or description."""
+        if betas is not None and not any(betas):
             return "baseline"
         if self.label:
             return self.label
@@ -216,7 +218,7 @@ class InceptionMetric:
                  batch_size: int = 100, is_main: bool = True):
         self.extractor, self.device, self.batch_size = extractor.to(device), device, batch_size
         self.ref, self.extractor_name = Path(ref), extractor_name
-        self.ref_sha = sha256_file(self.ref)
+        self.ref_sha = sha256(self.ref)
         self.cache = Path(cache_dir) / f"reference_{self.ref_sha[:16]}_{extractor_name}.npz"
         self.ref_feats = self._reference_features() if is_main else None
 
@@ -254,7 +256,6 @@ class InceptionMetric:
         images a PNG would hold (x255, truncated, as the samplers write them)."""
         u8 = torch.from_numpy(to_uint8_hwc(images01)).permute(0, 3, 1, 2)
         f, lg = self._extract(u8)
-        self._dim = f.shape[1]
         return torch.cat([f, lg], dim=1)
 
     def score(self, feats: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
@@ -265,14 +266,6 @@ class InceptionMetric:
         return {"fid": metrics.frechet_distance(self.ref_feats, pool),
                 "inception_score": metrics.classifier_score(logits.double().softmax(-1)),
                 "precision": p, "recall": r}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_inception(weights: Path | None):
@@ -404,10 +397,12 @@ def hart_target(args, device: torch.device, passthrough: list[str]) -> Target:
 
 
 def _no_ssg_flags(model_args) -> None:
-    if model_args.beta not in (None, "0.5") or model_args.beta_schedule != "constant" or getattr(
-            model_args, "compare", False):
-        raise SSGError("give the SSG grid with --betas/--schedules/--grid, not the sampler's --beta/"
-                       "--beta-schedule/--compare after --")
+    """The sweep's grid sets SSG: the sampler's own SSG flags after -- would be silently ignored, so refuse them."""
+    if (model_args.beta not in (None, "0.5") or model_args.beta_schedule != "constant"
+            or model_args.beta_from_scale is not None or model_args.beta_last_scales is not None
+            or getattr(model_args, "compare", False)):
+        raise SSGError("give the SSG grid with --betas/--schedules/--grid, not the sampler's --beta, "
+                       "--beta-schedule, --beta-from-scale, --beta-last-scales or --compare after --")
 
 
 # ---------------------------------------------------------------- running
@@ -580,11 +575,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grid", type=Path, default=None,
                    help="JSON file with more settings: a list of {\"betas\": [one value per scale]} or {\"beta\": b, "
                         "\"schedule\": ..., \"from_scale\": k}, each with an optional \"label\"")
-    g.add_argument("--dse-mode", choices=("bilinear", "bicubic", "nearest", "area"), default="bilinear",
-                   help="DSE interpolation, for every setting")
+    g.add_argument("--dse-mode", choices=MODES, default="bilinear", help="DSE interpolation, for every setting")
     g.add_argument("--rescale", action=argparse.BooleanOptionalAction, default=True, help="DSE rescale, every setting")
-    g.add_argument("--prior", choices=("dse", "interp"), default="dse", help="prior type, for every setting")
-    g.add_argument("--cache", choices=("raw", "guided"), default="raw", help="cached logits, for every setting")
+    g.add_argument("--prior", choices=PRIORS, default="dse", help="prior type, for every setting")
+    g.add_argument("--cache", choices=CACHES, default="raw", help="cached logits, for every setting")
     g = p.add_argument_group("images and metric")
     g.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; each setting is sampled with every seed")
     g.add_argument("--num-per-class", type=int, default=None,
@@ -663,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             betas = s.ssg(dse).betas(target.num_scales)
         except SSGError as e:
-            raise SSGError(f"setting {s.name([1]) if s.betas_list is None else s.name(list(s.betas_list))}: {e}") from None
+            raise SSGError(f"setting {s.name()}: {e}") from None
         resolved.append((s, betas))
     if metric_name == "digits":
         metric = DigitsMetric(device)
