@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ssg_core.cli import add_ssg_args, add_trust_pickle_arg, check_sampling, make_ssg, pick_device, ssg_settings  # noqa: F401  (shared by every sampler)
+from ssg_core.cli import (add_ssg_args, add_trust_pickle_arg, check_sampling, format_betas, make_ssg,  # noqa: F401
+                          pick_device, ssg_settings)  # (shared by every sampler)
 from ssg_core.errors import SSGError
 from ssg_core.hub import MODELS, load_state_dict, resolve_file, sha256
 

@@ -31,6 +31,7 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets" / "demo"
 VAE_CKPT = ASSETS / "vae_demo.safetensors"
 VAR_CKPT = ASSETS / "var_demo.safetensors"
 CLASSIFIER_CKPT = ASSETS / "classifier_demo.safetensors"
+RECOMMENDED = ASSETS / "eval" / "recommended.json"  # the SSG setting `VAR/sample_ssg.py --model demo` uses without --beta
 DIGITS_COPY = ASSETS / "digits_8x8.npz"  # sklearn's digits (UCI optdigits, CC BY 4.0), for installs without sklearn
 
 IMAGE_SIZE = 16
@@ -190,6 +191,21 @@ def load_demo(device: str | torch.device = "cpu"):
     return vae.to(device).eval(), var.to(device).eval()
 
 
+def load_recommended(path: Path | None = None) -> dict:
+    """The recommended SSG setting for the demo (`assets/demo/eval/recommended.json`): its "ssg" entry holds
+    beta, schedule, last_scales or from_scale, and the resulting per-scale "betas"; the rest records the
+    sampling settings, the supporting numbers and the commands that reproduce them (docs/demo.md)."""
+    import json
+    path = RECOMMENDED if path is None else path
+    try:
+        rec = json.loads(Path(path).read_text())
+        ssg = rec["ssg"]
+        assert isinstance(ssg["betas"], list) and len(ssg["betas"]) == len(PATCH_NUMS)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        raise SSGError(f"{path} is missing or not a recommended-setting file; restore it from the repository") from None
+    return rec
+
+
 def _to_model_dtypes(sd: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
     """Cast the (fp16-stored) tensors back to the module's own dtypes."""
     own = module.state_dict()
@@ -276,8 +292,13 @@ class DigitsScorer:
 
     @torch.no_grad()
     def score(self, images01: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        return self.score_features(self.features(images01.float() * 2 - 1), labels)
+
+    @torch.no_grad()
+    def score_features(self, feats: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """The metrics from the classifier features (N, 128) of the generated images (e.g. gathered from
+        several processes) and their requested classes (N,)."""
         from VAR import metrics
-        feats = self.features(images01.float() * 2 - 1)
         logits = self.clf.fc2(feats.to(self.device)).cpu()
         p, r = metrics.precision_recall(self.real_feats, feats, k=3)
         return {"fd": metrics.frechet_distance(self.real_feats, feats),

@@ -2,6 +2,7 @@
 
     python VAR/sample_ssg.py --model-depth 16 --classes 980,437,22,562 --seed 0 --beta 0.5 --out grid.png
     python VAR/sample_ssg.py --model-depth 16 --beta 0.5 --compare --out compare.png   # top: baseline, bottom: SSG
+    python VAR/sample_ssg.py --model demo --compare --out demo.png   # offline demo; no --beta: its recommended setting
 
 The batch is sampled the way upstream's notebook does it: one generator seeded with
 `--seed` for the whole batch, so `--beta 0` reproduces upstream's images for the same
@@ -38,8 +39,34 @@ def build_parser() -> argparse.ArgumentParser:
                         "Default: 4 for --model demo (16 px digits), 1 otherwise")
     C.add_model_args(p)
     C.add_sampling_args(p)
-    C.add_ssg_args(p)
+    C.add_ssg_args(p, default_beta=None, beta_default_text=(
+        "default 0.5, except --model demo: without --beta it samples the recommended demo setting "
+        "(assets/demo/eval/recommended.json, chosen in docs/demo.md)"))
     return p
+
+
+def fill_default_beta(args, choice_name: str) -> str | None:
+    """Without --beta: 0.5, or for the demo the recommended setting (returned as a line to print).
+
+    For the demo the recommendation is a whole schedule, so a --beta-schedule or guided-window flag without
+    --beta is refused rather than silently combined with it."""
+    if args.beta is not None:
+        return None
+    if choice_name != "demo":
+        args.beta = "0.5"
+        return None
+    from VAR.demo import RECOMMENDED, load_recommended
+    if args.beta_schedule != "constant" or args.beta_from_scale is not None or args.beta_last_scales is not None:
+        raise SSGError("--model demo without --beta samples the recommended setting; give --beta too when you "
+                       "choose --beta-schedule, --beta-from-scale or --beta-last-scales")
+    rec = load_recommended()["ssg"]
+    args.beta, args.beta_schedule = str(rec["beta"]), rec["schedule"]
+    args.beta_from_scale, args.beta_last_scales = rec.get("from_scale"), rec.get("last_scales")
+    _, betas = C.make_ssg(args, len(rec["betas"]))
+    if betas != rec["betas"]:
+        raise SSGError(f"{RECOMMENDED}: its beta/schedule give {betas}, not the recorded betas {rec['betas']}")
+    where = Path(*RECOMMENDED.parts[-4:])  # assets/demo/eval/recommended.json
+    return f"--model demo without --beta: the recommended setting from {where} ({rec['text']}); --beta overrides it"
 
 
 @main_guard
@@ -56,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     device = C.pick_device(args.device)
     dtype = C.pick_dtype(args.dtype, device)
     num_scales = len(choice.patch_nums) if choice.patch_nums else None
+    note = fill_default_beta(args, choice.name)
     C.make_ssg(args, num_scales)  # checks --beta early
     if choice.name != "demo":
         labels = C.parse_classes(args.classes or C.DEFAULT_CLASSES, C.NUM_CLASSES)
@@ -63,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     vae, var, info = C.load_var_models(args, choice, device)
     if choice.name == "demo":
         labels = C.parse_classes(args.classes or ",".join(map(str, range(var.num_classes))), var.num_classes)
-    ssg, betas = C.make_ssg(args, len(var.patch_nums))
+    if note:
+        print(note)
+    ssg, betas = C.make_ssg(args, len(var.patch_nums), announce=True)
 
     label_B = torch.tensor(labels, dtype=torch.long, device=device)
     B = len(labels)
@@ -79,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     save_grid(args.out, torch.cat(rows), nrow=B, zoom=args.zoom or (4 if choice.name == "demo" else 1))
     what = "baseline (top) and SSG (bottom)" if args.compare else ("SSG" if ssg is not None else "baseline")
     print(f"wrote {args.out} ({what}: {B} image(s) per row, classes {labels}, seed {args.seed}, "
-          f"beta {betas}, {rows[0].shape[-1]} px)")
+          f"beta {C.format_betas(betas)}, {rows[0].shape[-1]} px)")
     if choice.name == "demo":  # the shipped digits classifier says whether each image shows its class
         from VAR.demo import load_classifier
         clf = load_classifier("cpu")

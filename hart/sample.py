@@ -297,7 +297,7 @@ def save_images(images: torch.Tensor, folder: Path, store_separately: bool) -> l
 class Sampler:
     """Text encoding + `autoregressive_infer_cfg` with the CLI's settings."""
 
-    def __init__(self, args, model, tokenizer, text_model, device: torch.device):
+    def __init__(self, args, model, tokenizer, text_model, device: torch.device, announce: bool = True):
         from hart.utils.constants import llm_system_prompt
         self.args, self.model, self.tokenizer, self.text_model, self.device = args, model, tokenizer, text_model, device
         self.system_prompt = llm_system_prompt
@@ -306,7 +306,8 @@ class Sampler:
         if args.max_token_length != model.config.context_token:
             raise SSGError(f"--max_token_length {args.max_token_length} != the transformer's context_token "
                            f"{model.config.context_token}")
-        self.ssg, self.betas = make_ssg(args, len(model.patch_nums))  # a wrong-length beta list fails here, before any work
+        # a wrong-length beta list fails here, before any work; `announce` prints the per-scale betas
+        self.ssg, self.betas = make_ssg(args, len(model.patch_nums), announce=announce)
 
     def autocast(self):
         if self.dtype is None:

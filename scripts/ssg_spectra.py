@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ssg_core.cli import ArgumentParser, add_ssg_args, main_guard, make_ssg, ssg_settings
+from ssg_core.cli import ArgumentParser, add_ssg_args, format_betas, main_guard, make_ssg, ssg_settings
 from ssg_core.errors import SSGError
 from ssg_core.evaluation import check_output_path, image_seed, write_json
 
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     make_ssg(args, None)  # check the SSG flags before the (slow) model load
     vae, var, info = C.load_var_models(args, choice, device)
     K = len(var.patch_nums)
-    ssg, betas = make_ssg(args, K)
+    ssg, betas = make_ssg(args, K, announce=True)
     if ssg is None:
         raise SSGError("--beta is 0 at every scale: there is nothing to compare with the baseline")
     g = torch.Generator().manual_seed(args.seed)
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[name] = sample_with_spectra(var, labels, args.seed, hook_ssg, args.cfg, args.top_k, args.top_p,
                                              args.batch_size, args.progress, desc=name)
     title = choice.name
-    beta_text = f"beta={args.beta}" + ("" if args.beta_schedule == "constant" else f" {args.beta_schedule}")
+    beta_text = f"beta per scale {format_betas(betas)}"
     transitions = list(range(K - 1))[-args.transitions:] if args.transitions else list(range(K - 1))
     curves = logit_curves(runs["baseline"][1], runs["ssg"][1], var.patch_nums, transitions)
     plot_logits(args.out / "logit_spectra.png", curves, title, beta_text)

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     vae, var, info = C.load_var_models(args, choice, device)
     classes = (C.parse_classes(args.classes, var.num_classes) if args.classes is not None
                else list(range(var.num_classes)))
-    ssg, betas = C.make_ssg(args, len(var.patch_nums))
+    ssg, betas = C.make_ssg(args, len(var.patch_nums), announce=True)
     arch = {k: v for k, v in info.items() if k != "checkpoints"}
     settings = run_settings(args, choice, classes, betas, dtype, device, arch)
     check_resumable(args.sample_dir, settings)

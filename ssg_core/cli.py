@@ -122,26 +122,50 @@ def add_trust_pickle_arg(p, sep: str = "-") -> None:
 
 
 # ---------------------------------------------------------------- the SSG flags, shared by every sampler
-def add_ssg_args(p, default_beta: str = "0.5", compare: bool = True):
+def _scale_count(flag: str):
+    """argparse type: a positive number of scales / scale index."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be at least 1, got {value}" + (
+                " (scale 0 is never guided)" if flag == "--beta-from-scale" else ""))
+        return value
+    return parse
+
+
+def add_ssg_args(p, default_beta: str | None = "0.5", compare: bool = True, beta_default_text: str | None = None):
     """Add the SSG flags to an argparse parser (each also spelled with underscores, as upstream CLIs do).
 
-    Sets `beta` (text), `beta_schedule`, `dse_mode`, `rescale`, `prior`, `cache`, and `compare`
-    unless `compare=False` (evaluation samplers, which write one set of images).
+    Sets `beta` (text), `beta_schedule`, `beta_from_scale`, `beta_last_scales`, `dse_mode`, `rescale`,
+    `prior`, `cache`, and `compare` unless `compare=False` (evaluation samplers, which write one set of
+    images). With `default_beta=None` the sampler fills `args.beta` itself when it is None (say how in
+    `beta_default_text`).
     """
-    import argparse
-
     from .dse import MODES, PRIORS
     from .guidance import CACHES, SCHEDULES
 
     g = p.add_argument_group("SSG (Scaled Spatial Guidance)")
-    g.add_argument("--beta", type=str, default=str(default_beta),
-                   help="guidance strength: one number (spread over the scales k >= 1 by --beta-schedule) or a "
-                        "comma-separated list with one value per scale (scale 0 is never guided, so its value must "
-                        f"be 0). 0 gives upstream's samples exactly. The paper publishes no value; default {default_beta}")
+    default_text = beta_default_text or f"default {default_beta}"
+    g.add_argument("--beta", type=str, default=None if default_beta is None else str(default_beta),
+                   help="guidance strength: one number (spread over the guided scales by --beta-schedule, see "
+                        "--beta-from-scale/--beta-last-scales) or a comma-separated list with one value per scale "
+                        "(scale 0 is never guided, so its value must be 0). 0 gives upstream's samples exactly. The "
+                        f"paper publishes no value; {default_text}")
     g.add_argument("--beta-schedule", "--beta_schedule", dest="beta_schedule", choices=SCHEDULES, default="constant",
-                   help="how one --beta number becomes per-scale values for K scales (beta_0 = 0 always): constant: "
-                        "beta_k = beta; linear-decay: beta_k = beta*(K-k)/(K-1), from beta at scale 1 down to "
-                        "beta/(K-1); linear-increase: beta_k = beta*k/(K-1), up to beta at the last scale")
+                   help="how one --beta number becomes per-scale values over the n guided scales (j = 0..n-1 "
+                        "from the first guided one; every other scale gets 0): constant: beta; linear-decay: "
+                        "beta*(n-j)/n, from beta down to beta/n; linear-increase: beta*(j+1)/n, up to beta at the "
+                        "last scale. Over all K scales (n = K-1) that is beta*(K-k)/(K-1) and beta*k/(K-1) at scale k")
+    window = g.add_mutually_exclusive_group()
+    window.add_argument("--beta-from-scale", "--beta_from_scale", dest="beta_from_scale", metavar="K",
+                        type=_scale_count("--beta-from-scale"), default=None,
+                        help="guide only scales K..last (0-based; 1 = all, the default). Needs one --beta number")
+    window.add_argument("--beta-last-scales", "--beta_last_scales", dest="beta_last_scales", metavar="N",
+                        type=_scale_count("--beta-last-scales"), default=None,
+                        help="guide only the last N scales (e.g. 1: the finest scale alone). Needs one --beta number")
     g.add_argument("--dse-mode", "--dse_mode", dest="dse_mode", choices=MODES, default="bilinear",
                    help="interpolation that builds the prior's new high-frequency band")
     g.add_argument("--rescale", action=argparse.BooleanOptionalAction, default=True,
@@ -158,25 +182,61 @@ def add_ssg_args(p, default_beta: str = "0.5", compare: bool = True):
     return g
 
 
-def make_ssg(args, num_scales: int | None):
+def _window_flag(args) -> tuple[str, int] | None:
+    """(flag, value) of the guided-window flag the user gave, if any."""
+    if getattr(args, "beta_from_scale", None) is not None:
+        return "--beta-from-scale", args.beta_from_scale
+    if getattr(args, "beta_last_scales", None) is not None:
+        return "--beta-last-scales", args.beta_last_scales
+    return None
+
+
+def format_betas(betas: list[float]) -> str:
+    """[0, 0, 0.3] with at most 4 significant digits (0.19999999999999998 -> 0.2)."""
+    return "[" + ", ".join(f"{b:.4g}" for b in betas) + "]"
+
+
+def make_ssg(args, num_scales: int | None, announce: bool = False):
     """(SSG hook or None, per-scale betas or None) from the flags of `add_ssg_args`.
 
-    Checks the flags (and a beta list against `num_scales` when known). The hook is None
-    when every beta is 0, so the sampler runs upstream's code path bit for bit.
+    Checks the flags (and a beta list or guided window against `num_scales` when known). The hook is None
+    when every beta is 0, so the sampler runs upstream's code path bit for bit. `announce=True` prints the
+    per-scale betas (on rank 0 of a torchrun job only), so that every run states what it sampled.
     """
+    import os
+
     from .guidance import SSG
 
-    ssg = SSG(beta=parse_beta(args.beta), schedule=args.beta_schedule, mode=args.dse_mode, rescale=args.rescale,
-              prior=args.prior, cache=args.cache)
+    beta = parse_beta(args.beta)
+    window = _window_flag(args)
+    if window is not None and isinstance(beta, list):
+        raise SSGError(f"{window[0]} needs one --beta number; a per-scale --beta list already says which scales "
+                       f"are guided")
+    from_scale = None if window is None else (window[1] if window[0] == "--beta-from-scale" else -window[1])
+    ssg = SSG(beta=beta, schedule=args.beta_schedule, mode=args.dse_mode, rescale=args.rescale, prior=args.prior,
+              cache=args.cache, from_scale=from_scale)
     if num_scales is None:
         return None, None
-    betas = ssg.betas(num_scales)
+    try:
+        betas = ssg.betas(num_scales)
+    except SSGError as e:
+        raise SSGError(f"{window[0]} {window[1]}: {e}" if window is not None else str(e)) from None
     if getattr(args, "compare", False) and not ssg.enabled:
         raise SSGError("--compare needs a non-zero --beta")
+    if announce and os.environ.get("RANK", "0") == "0":
+        how = "per-scale list" if isinstance(beta, list) else (
+            f"{args.beta_schedule}" + ("" if window is None else f", {window[0]} {window[1]}"))
+        print(f"SSG: beta per scale {format_betas(betas)} (--beta {args.beta}, {how})" if ssg.enabled
+              else "SSG off: beta 0 at every scale (upstream's sampling)")
     return (ssg if ssg.enabled else None), betas
 
 
 def ssg_settings(args, betas: list[float] | None) -> dict:
-    """The SSG flags as they go into a manifest."""
-    return {"beta": betas, "beta_text": args.beta, "beta_schedule": args.beta_schedule, "dse_mode": args.dse_mode,
-            "rescale": args.rescale, "prior": args.prior, "cache": args.cache}
+    """The SSG flags as they go into a manifest; `beta` is the resolved per-scale list. The guided-window flag
+    appears only when given, so that manifests written before it existed still match on resume."""
+    out = {"beta": betas, "beta_text": args.beta, "beta_schedule": args.beta_schedule, "dse_mode": args.dse_mode,
+           "rescale": args.rescale, "prior": args.prior, "cache": args.cache}
+    window = _window_flag(args)
+    if window is not None:
+        out[window[0].removeprefix("--").replace("-", "_")] = window[1]
+    return out

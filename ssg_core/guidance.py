@@ -8,6 +8,7 @@ per scale, between CFG and top-k/top-p, and never needs to know whether it is ac
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -45,22 +46,34 @@ class SSG:
     """Scaled Spatial Guidance for one sampling call at a time.
 
     Args:
-        beta: a float (used for every scale k >= 1, shaped by `schedule`) or a per-scale
+        beta: a float (spread over the guided scales by `schedule` and `from_scale`) or a per-scale
             list with one value per scale, whose entry for scale 0 must be 0.
-        schedule: how a float beta is spread over scales k = 1..K-1 (K scales):
-            "constant" (default, also None): beta everywhere;
-            "linear-decay": beta * (K-1-(k-1)) / (K-1), from beta at k=1 down to beta/(K-1);
-            "linear-increase": beta * k / (K-1), from beta/(K-1) at k=1 up to beta at the last scale.
+        schedule: the shape of a float beta over the guided window of n scales (see `from_scale`),
+            j = 0..n-1 counting guided scales from the first one:
+            "constant" (default, also None): beta at every guided scale;
+            "linear-decay": beta * (n - j) / n, from beta at the first guided scale down to beta/n;
+            "linear-increase": beta * (j + 1) / n, from beta/n up to beta at the last scale.
+            The shape is spread over the window, not over all scales: beta is always the largest value.
+            With the default window (scales 1..K-1, n = K-1) these are beta*(K-k)/(K-1) and beta*k/(K-1)
+            at scale k.
+        from_scale: which scales are guided, for a float beta (K scales, 0-based):
+            None (default): scales 1..K-1, i.e. all (scale 0 has no previous scale and is never guided);
+            k >= 1: scales k..K-1 ("from scale k on"); needs k <= K-1;
+            -n: the last n scales, K-n..K-1 (Python's negative indexing); needs n <= K-1.
+            Every other scale gets beta 0 (and costs nothing). Not combinable with a per-scale list.
         mode, rescale, prior: DSE options (see `ssg_core.dse.dse`).
         cache: what is kept as l_{k-1}: "raw" (the unguided post-CFG logits, default) or
             "guided" (the guided logits), always a copy taken before any in-place filtering.
+
+    Example, K = 6 scales: SSG(0.3, from_scale=-1).betas(6) == [0, 0, 0, 0, 0, 0.3];
+    SSG(0.6, "linear-increase", from_scale=3).betas(6) == [0, 0, 0, 0.2, 0.4, 0.6].
 
     Usage: `ssg.reset(K)` once per sampling call, then `logits = ssg(k, logits, (h, w))`
     for k = 0..K-1. A scale whose beta is 0 gets its input back untouched (no computation).
     """
 
     def __init__(self, beta: float | Sequence[float] = 0.0, schedule: str | None = None, mode: str = "bilinear",
-                 rescale: bool = True, prior: str = "dse", cache: str = "raw"):
+                 rescale: bool = True, prior: str = "dse", cache: str = "raw", from_scale: int | None = None):
         if isinstance(beta, (list, tuple)):
             self.beta: float | list[float] = [_check_beta(b, f"beta[{i}]") for i, b in enumerate(beta)]
             if schedule not in (None, "constant"):
@@ -69,6 +82,19 @@ class SSG:
                 raise SSGError(f"beta[0] must be 0: scale 0 has no previous scale to guide from (got {self.beta[0]})")
         else:
             self.beta = _check_beta(beta, "beta")
+        if from_scale is not None:
+            if isinstance(from_scale, bool):
+                raise SSGError(f"from_scale must be an integer, got {from_scale!r}")
+            try:
+                from_scale = operator.index(from_scale)
+            except TypeError:
+                raise SSGError(f"from_scale must be an integer, got {from_scale!r}") from None
+            if from_scale == 0:
+                raise SSGError("from_scale 0: scale 0 is never guided (it has no previous scale); start from scale 1, "
+                               "or count from the end with -n for the last n scales")
+            if isinstance(self.beta, list):
+                raise SSGError("a per-scale beta list already says which scales are guided; it cannot be combined "
+                               "with a guided window (from scale k on / the last n scales)")
         if schedule not in (None, *SCHEDULES):
             raise SSGError(f"unknown beta schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if mode not in MODES:
@@ -78,35 +104,53 @@ class SSG:
         if cache not in CACHES:
             raise SSGError(f"unknown cache {cache!r}; choose one of {', '.join(CACHES)}")
         self.schedule = schedule or "constant"
+        self.from_scale: int | None = from_scale
         self.mode, self.rescale, self.prior, self.cache = mode, bool(rescale), prior, cache
         self._betas: list[float] | None = None
         self._prev: torch.Tensor | None = None
         self._prev_size: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
-        return (f"SSG(beta={self.beta}, schedule={self.schedule!r}, mode={self.mode!r}, rescale={self.rescale}, "
-                f"prior={self.prior!r}, cache={self.cache!r})")
+        window = "" if self.from_scale is None else f", from_scale={self.from_scale}"  # old reprs stay as they were
+        return (f"SSG(beta={self.beta}, schedule={self.schedule!r}{window}, mode={self.mode!r}, "
+                f"rescale={self.rescale}, prior={self.prior!r}, cache={self.cache!r})")
 
     @property
     def enabled(self) -> bool:
         """False when every beta is 0: the sampler then behaves exactly as without SSG."""
         return any(b != 0 for b in self.beta) if isinstance(self.beta, list) else self.beta != 0
 
+    def first_guided(self, num_scales: int) -> int:
+        """The first scale of the guided window for `num_scales` scales (checks `from_scale` against it)."""
+        K, k = int(num_scales), self.from_scale
+        if k is None:
+            return 1
+        if k > 0 and k >= K:
+            raise SSGError(f"cannot guide from scale {k} on: the model samples {K} scales (0..{K - 1})")
+        if k < 0 and -k > K - 1:
+            raise SSGError(f"cannot guide the last {-k} scales: only {max(K - 1, 0)} of the model's {K} scales can be "
+                           f"guided (scale 0 has no previous scale)")
+        return k if k > 0 else K + k
+
     def betas(self, num_scales: int) -> list[float]:
-        """The beta of every scale 0..num_scales-1 (scale 0 is always 0)."""
+        """The beta of every scale 0..num_scales-1 (scale 0 is always 0; see the class docstring)."""
         K = int(num_scales)
         if isinstance(self.beta, list):
             if len(self.beta) != K:
                 raise SSGError(f"beta list has {len(self.beta)} values but the model samples {K} scales; give one "
                                f"value per scale (the first must be 0)")
             return list(self.beta)
-        if K <= 1:
+        first = self.first_guided(K)
+        n = K - first  # guided scales: first..K-1
+        if n <= 0:
             return [0.0] * K
         if self.schedule == "linear-decay":
-            return [0.0] + [self.beta * (K - k) / (K - 1) for k in range(1, K)]
-        if self.schedule == "linear-increase":
-            return [0.0] + [self.beta * k / (K - 1) for k in range(1, K)]
-        return [0.0] + [self.beta] * (K - 1)
+            window = [self.beta * (n - j) / n for j in range(n)]
+        elif self.schedule == "linear-increase":
+            window = [self.beta * (j + 1) / n for j in range(n)]
+        else:
+            window = [self.beta] * n
+        return [0.0] * first + window
 
     def reset(self, num_scales: int) -> "SSG":
         """Start a new sampling call of `num_scales` scales: resolve the betas, drop the cache."""

@@ -287,3 +287,15 @@ def test_fp32_keyword_fits_the_transformers_version(monkeypatch, version, key):
     from hart.sample import fp32_kwargs
     monkeypatch.setattr(transformers, "__version__", version)
     assert fp32_kwargs() == {key: torch.float32}
+
+
+def test_guided_window_is_printed_and_in_the_manifest(tiny_root, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red heart\n")
+    out = tmp_path / "eval"
+    assert main([*_base(tiny_root), "--prompt_file", str(prompts), "--sample_folder_dir", str(out), "--beta", "0.5",
+                 "--beta_schedule", "linear-increase", "--beta_last_scales", "2"]) == 0
+    assert "SSG: beta per scale [0, 0, 0.25, 0.5] (--beta 0.5, linear-increase, --beta-last-scales 2)" in \
+        capsys.readouterr().out.splitlines()[0]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["betas"] == [0.0, 0.0, 0.25, 0.5] and manifest["settings"]["beta_last_scales"] == 2

@@ -157,6 +157,7 @@ def test_batch_mode_is_resumable_with_manifest(tiny, tmp_path):
     assert [(e['index'], e['seed'], e['prompt'], e['tag']) for e in manifest['images']] == [(0, 10, "a cat", 0),
                                                                                           (0, 11, "a cat", 0)]
     assert manifest['files']['transformer']['sha256'] and manifest['settings']['beta'] == '0.5'
+    assert manifest['ssg_settings']['beta'] == [0.0] + [0.5] * 6    # the per-scale values sampled (7 scales)
     # resume: a finished file is kept, a missing one is redone identically
     keep = (outdir / "000000_10.png").stat().st_mtime_ns
     redo = _png(outdir / "000000_11.png")
@@ -209,6 +210,8 @@ def test_bad_flags_fail_before_any_file_is_read(tiny, tmp_path, capsys):
         (['--rope2d_each_sa_layer', '0'], "--rope2d_each_sa_layer 0 is not implemented"),
         (['--use_flex_attn', '1'], "--use_flex_attn 1 is not implemented"),
         (['--cfg_insertion_layer', '2'], "cfg_insertion_layer 2 is not valid"),
+        (['--beta_last_scales', '7'], "--beta-last-scales 7: cannot guide the last 7 scales: only 6 of the model's 7"),
+        (['--beta-from-scale', '7'], "--beta-from-scale 7: cannot guide from scale 7 on"),
         (['--model_type', 'infinity_2b', '--cfg_insertion_layer', '-32'], "the model has 32 blocks"),
         (['--save_file', str(tmp_path / "x.gif")], "unknown image type .gif"),
         (['--save_file', str(tmp_path / "x")], "unknown image type (no extension)"),

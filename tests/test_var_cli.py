@@ -75,6 +75,10 @@ def test_compare_grid_reproduces_upstream_and_ssg_reference(golden_dir, tmp_path
     (["--beta", "0.9", "--beta-schedule", "linear-decay"], [0.0] + [0.9 * (10 - k) / 9 for k in range(1, 10)]),
     (["--beta", "0.9", "--beta-schedule", "linear-increase"], [0.0] + [0.9 * k / 9 for k in range(1, 10)]),
     (["--beta", "0"], [0.0] * 10),
+    (["--beta", "0.3", "--beta-last-scales", "1"], [0.0] * 9 + [0.3]),
+    (["--beta", "0.3", "--beta_last_scales", "2"], [0.0] * 8 + [0.3, 0.3]),
+    (["--beta", "0.9", "--beta-schedule", "linear-increase", "--beta-from-scale", "7"], [0.0] * 7 + [0.3, 0.6, 0.9]),
+    (["--beta", "0.9", "--beta-schedule", "linear-decay", "--beta_from_scale", "7"], [0.0] * 7 + [0.9, 0.6, 0.3]),
 ])
 def test_beta_flags_become_per_scale_values(flags, expected):
     from VAR import cli_args
@@ -99,6 +103,15 @@ def assert_no_output(tmp_path: Path) -> None:
     (["--model-depth", "16", "--beta", "0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5"], ["beta[0] must be 0"]),
     (["--model-depth", "16", "--beta", "0,1,1,1,1,1,1,1,1,1", "--beta-schedule", "linear-decay"], ["cannot be combined with a beta schedule"]),
     (["--beta", "half"], ["--beta"]),
+    (["--model-depth", "16", "--beta-last-scales", "10"], ["--beta-last-scales 10: cannot guide the last 10 scales",
+                                                           "only 9 of the model's 10"]),
+    (["--model-depth", "16", "--beta-from-scale", "10"], ["--beta-from-scale 10: cannot guide from scale 10 on"]),
+    (["--beta-from-scale", "0"], ["--beta-from-scale", "at least 1", "scale 0 is never guided"]),
+    (["--beta-last-scales", "0"], ["--beta-last-scales", "at least 1"]),
+    (["--beta-last-scales", "x"], ["--beta-last-scales", "positive integer"]),
+    (["--beta-last-scales", "1", "--beta-from-scale", "3"], ["not allowed with"]),
+    (["--beta", "0,0,0,0,0,0,0,0,0,1", "--beta-last-scales", "1"], ["--beta-last-scales needs one --beta number"]),
+    (["--model", "demo", "--beta-last-scales", "2"], ["--model demo without --beta samples the recommended"]),
     (["--dtype", "bf16", "--device", "cpu"], ["needs a CUDA device"]),
     (["--out", "grid.jpg"], ["PNG"]),
     (["--out", "a_file/grid.png"], ["a_file is a file, not a folder"]),
@@ -183,7 +196,9 @@ def test_demo_model(tmp_path, capsys, monkeypatch):
     code, stdout, err = run_main(["--model", "demo", "--classes", "3,7", "--beta", "0.5", "--compare", "--top-k", "0",
                                   "--device", "cpu", "--out", str(out)], capsys)
     assert code == 0, err
-    assert f"{demo.IMAGE_SIZE} px" in stdout and "[0.0, 0.5, 0.5, 0.5, 0.5, 0.5]" in stdout
+    assert f"{demo.IMAGE_SIZE} px" in stdout and "beta [0, 0.5, 0.5, 0.5, 0.5, 0.5]" in stdout
+    assert "SSG: beta per scale [0, 0.5, 0.5, 0.5, 0.5, 0.5] (--beta 0.5, constant)" in stdout  # said at the start
+    assert "recommended" not in stdout  # --beta given: the user's value, no recommendation
     assert "recognised as the requested digit by the demo classifier: baseline " in stdout
     grid_cells(out, rows=2, cols=2, size=4 * demo.IMAGE_SIZE)  # tiny digits are shown 4x by default
     code, _, err = run_main(["--model", "demo", "--classes", "3,7", "--zoom", "1", "--device", "cpu",
@@ -230,3 +245,49 @@ def test_unreadable_checkpoint_error_is_plain_text(golden_dir, tmp_path, capsys)
     assert_one_line_error(code, err, str(bad), "Unsupported operand", "corrupt")
     assert "\x1b[" not in err and "Weights only load failed" not in err   # torch's boilerplate and bold codes
     assert_no_output(tmp_path)
+
+
+def test_demo_without_beta_samples_the_recommended_setting(tmp_path, capsys, monkeypatch):
+    """`--model demo --compare` without --beta: assets/demo/eval/recommended.json, said in one line; the same
+    images as its flags given by hand; a --beta of the user's wins (random demo weights: the CLI branch only)."""
+    from VAR import demo
+    monkeypatch.setattr(demo, "load_demo", lambda device: demo.build_demo(device, seed=0))
+    rec = demo.load_recommended()["ssg"]
+    outs = {name: tmp_path / f"{name}.png" for name in ("default", "by_hand", "user")}
+    code, stdout, err = run_main(["--model", "demo", "--compare", "--device", "cpu", "--out", str(outs["default"])],
+                                 capsys)
+    assert code == 0, err
+    assert (f"--model demo without --beta: the recommended setting from assets/demo/eval/recommended.json "
+            f"({rec['text']}); --beta overrides it") in stdout
+    assert f"SSG: beta per scale {C.format_betas(rec['betas'])}" in stdout
+    code, stdout, err = run_main(["--model", "demo", "--compare", "--device", "cpu", "--out", str(outs["by_hand"]),
+                                  *rec["flags"].split()], capsys)
+    assert code == 0 and "recommended" not in stdout, err
+    code, stdout, err = run_main(["--model", "demo", "--compare", "--device", "cpu", "--beta", "0.5",
+                                  "--out", str(outs["user"])], capsys)
+    assert code == 0 and "recommended" not in stdout and "[0, 0.5, 0.5, 0.5, 0.5, 0.5]" in stdout, err
+    png = {k: np.asarray(Image.open(v)) for k, v in outs.items()}
+    assert np.array_equal(png["default"], png["by_hand"]) and not np.array_equal(png["default"], png["user"])
+
+    broken = tmp_path / "recommended.json"
+    broken.write_text("{}")
+    monkeypatch.setattr(demo, "RECOMMENDED", broken)
+    code, _, err = run_main(["--model", "demo", "--device", "cpu", "--out", str(tmp_path / "x.png")], capsys)
+    assert_one_line_error(code, err, "not a recommended-setting file")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_ssg_settings_and_start_line(capsys, monkeypatch):
+    """Manifests record the resolved per-scale betas and the window flag (only when given, so that older
+    manifests still match on resume); the start line is printed on rank 0 only."""
+    args = sample_ssg.build_parser().parse_args(["--beta", "0.4", "--beta-last-scales", "2"])
+    _, betas = C.make_ssg(args, 10, announce=True)
+    assert capsys.readouterr().out == ("SSG: beta per scale [0, 0, 0, 0, 0, 0, 0, 0, 0.4, 0.4] "
+                                       "(--beta 0.4, constant, --beta-last-scales 2)\n")
+    s = C.ssg_settings(args, betas)
+    assert s["beta"] == [0.0] * 8 + [0.4, 0.4] and s["beta_last_scales"] == 2 and "beta_from_scale" not in s
+    plain = sample_ssg.build_parser().parse_args(["--beta", "0.4"])
+    assert "beta_last_scales" not in C.ssg_settings(plain, [0.0] + [0.4] * 9)
+    monkeypatch.setenv("RANK", "1")
+    C.make_ssg(args, 10, announce=True)
+    assert capsys.readouterr().out == ""

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from ssg_core import SSG
-from ssg_core.cli import ArgumentParser, add_ssg_args, add_trust_pickle_arg, check_sampling, main_guard, make_ssg
+from ssg_core.cli import (ArgumentParser, add_ssg_args, add_trust_pickle_arg, check_sampling, main_guard, make_ssg,
+                          ssg_settings)
 from ssg_core.errors import SSGError
 from ssg_core.evaluation import (_atomic_write, check_output_path, init_distributed, save_png, shard, versions,
                                  write_json)
@@ -633,6 +634,8 @@ def run_batch(setup: Setup, args, ssg: SSG | None, dist) -> None:
     seeds = [args.seed + j for j in range(args.num_samples)]
     variants = [('', ssg)] + ([('baseline', None)] if args.compare else [])
     jobs = [(i, s) for i in range(len(items)) for s in seeds]
+    K = len(setup.scale_schedule)
+    betas = ssg.betas(K) if ssg is not None else [0.0] * K  # for the manifest: the per-scale values sampled
     # what decides the pixels (besides prompt and seed): a resumed run must not mix other settings in
     fingerprint = {'model_type': args.model_type, 'files': setup.files, 'scale_schedule': setup.scale_schedule,
                    'cfg_list': setup.cfg_list, 'tau_list': setup.tau_list, 'top_k': args.top_k, 'top_p': args.top_p,
@@ -653,7 +656,7 @@ def run_batch(setup: Setup, args, ssg: SSG | None, dist) -> None:
             'fingerprint': fingerprint,
             'model_type': args.model_type, 'settings': {k: v for k, v in vars(args).items()},
             'scale_schedule': setup.scale_schedule, 'cfg_list': setup.cfg_list, 'tau_list': setup.tau_list,
-            'ssg': repr(ssg), 'files': {k: {'path': v, 'sha256': sha256(v) if Path(v).is_file() else None}
+            'ssg': repr(ssg), 'ssg_settings': ssg_settings(args, betas), 'files': {k: {'path': v, 'sha256': sha256(v) if Path(v).is_file() else None}
                                         for k, v in setup.files.items()},
             'versions': versions(), 'layout': '{prompt_index:06d}_{seed}.png' + (', baseline/ without SSG' if args.compare else ''),
             'images': [{'file': f'{i:06d}_{s}.png', 'index': i, 'seed': s, **items[i]} for i, s in jobs],
@@ -676,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     resolve_settings(args)
     # a wrong per-scale beta list fails now, not after minutes of loading
-    ssg, _ = make_ssg(args, len(get_scale_schedule(args.h_div_w_template, args.pn)))
+    ssg, _ = make_ssg(args, len(get_scale_schedule(args.h_div_w_template, args.pn)), announce=True)
     dist = init_distributed(args.device)
     device = dist.device
     setup = load_all(args, device)
