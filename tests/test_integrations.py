@@ -21,11 +21,11 @@ from ssg_core import SSG
 from ssg_core.errors import SSGError
 from ssg_core.integrations import enable_ssg
 
+import golden_models
 import upstream_standins.infinity.models.infinity as standin_infinity
 import upstream_standins.models as standin_models
 import upstream_standins.models.var as standin_var
 from upstream_standins.hart.modules.models.transformer import HARTForT2I as StandinHART
-from upstream_standins.hart.modules.models.transformer import hart_transformer_t2i as standin_hart
 from upstream_standins.infinity.models.bsq_vae.vae import vae_model as standin_vae_model
 
 
@@ -353,36 +353,19 @@ def test_not_an_ssg_object_is_refused(svar):
 # ---------------------------------------------------------------- this project's models, golden checkpoints
 @pytest.fixture(scope="module")
 def our_var(golden_dir):
-    import json
-
-    import VAR.models as models
-    case = json.loads((golden_dir / "var" / "case.json").read_text())
-    b = case["var"]["d2"]["builder"]["kwargs"]
-    vae, var = models.load_vae_var(golden_dir / "var" / "vae_tiny.pth", golden_dir / "var" / "var_tiny_d2.pth",
-                                   depth=b["depth"], patch_nums=b["patch_nums"], shared_aln=b["shared_aln"],
-                                   V=b["V"], Cvae=b["Cvae"], ch=b["ch"], num_classes=b["num_classes"])
-    return vae, var, next(c for c in case["cases"] if c["file"] == "expected_ssg.npz")
+    return golden_models.load_var(golden_dir)
 
 
-def _our_var_tokens(our_var, monkeypatch, B=4, ssg=None):
-    vae, var, spec = our_var
-    monkeypatch.setattr(vae, "fhat_to_img", lambda f: f.new_zeros(f.shape[0], 3, 1, 1))   # tokens only: no decoding
-    with torch.inference_mode():
-        _, tokens = var.autoregressive_infer_cfg(B, torch.tensor(spec["labels"][:B]), g_seed=spec["g_seed"],
-                                                 cfg=spec["cfg"], top_k=spec["top_k"], top_p=spec["top_p"],
-                                                 ssg=ssg, return_tokens=True)
-    return tokens
-
-
-def test_our_var_reproduces_the_golden_ssg_reference(our_var, golden_dir, monkeypatch):
+def test_our_var_reproduces_the_golden_ssg_reference(our_var, golden_dir):
     import VAR.models.var as var_module
+    vae, var, spec = our_var
     expected = np.load(golden_dir / "var" / "expected_ssg.npz")
     original = var_module.sample_with_top_k_top_p_
-    with enable_ssg(our_var[1], SSG(beta=our_var[2]["ssg_beta"])):
-        tokens = _our_var_tokens(our_var, monkeypatch)
+    with enable_ssg(var, SSG(beta=spec["ssg_beta"])):
+        tokens = golden_models.var_tokens(vae, var, spec)
     for k, t in enumerate(tokens):
         np.testing.assert_array_equal(t.numpy(), expected[f"tokens_s{k}"], err_msg=f"tokens of scale {k}")
-    _assert_restored(our_var[1], vars(var_module), "sample_with_top_k_top_p_", original)
+    _assert_restored(var, vars(var_module), "sample_with_top_k_top_p_", original)
 
 
 def test_our_var_g_seed_list_is_refused(our_var):
@@ -391,43 +374,18 @@ def test_our_var_g_seed_list_is_refused(our_var):
 
 
 @pytest.mark.parametrize("config", ["list-bicubic-norescale-guided", "decay-interp-area"])
-def test_our_var_enable_ssg_equals_ssg_argument(our_var, monkeypatch, config):
-    kw = CONFIGS[config](10)
-    ref = _our_var_tokens(our_var, monkeypatch, B=1, ssg=SSG(**kw))
-    with enable_ssg(our_var[1], SSG(**kw)):
-        tokens = _our_var_tokens(our_var, monkeypatch, B=1)
+def test_our_var_enable_ssg_equals_ssg_argument(our_var, config):
+    vae, var, spec = our_var
+    kw = CONFIGS[config](len(var.patch_nums))
+    ref = golden_models.var_tokens(vae, var, spec, B=1, ssg=SSG(**kw))
+    with enable_ssg(var, SSG(**kw)):
+        tokens = golden_models.var_tokens(vae, var, spec, B=1)
     assert all(torch.equal(a, b) for a, b in zip(tokens, ref))
 
 
 @pytest.fixture(scope="module")
 def our_infinity(golden_dir):
-    from Infinity.infinity.models.bsq_vae.vae import vae_model
-    from Infinity.infinity.models.infinity import Infinity
-    g = golden_dir / "infinity"
-    vae = vae_model(str(g / "infinity_vae_tiny.pth"), 'dynamic', 32, 2 ** 32, patch_size=16,
-                    encoder_ch_mult=[1, 2, 1, 1, 1], decoder_ch_mult=[1, 2, 1, 1, 1], base_ch=32)
-    # the keyword set of upstream's load_infinity with the tiny widths of the golden case.json
-    model = Infinity(vae, text_channels=2048, text_maxlen=512, shared_aln=True, raw_scale_schedule=None,
-                     checkpointing='full-block', customized_flash_attn=False, fused_norm=True, pad_to_multiplier=128,
-                     use_flex_attn=False, add_lvl_embeding_only_first_block=1, use_bit_label=1,
-                     rope2d_each_sa_layer=1, rope2d_normalized_by_hw=2, pn='0.06M', apply_spatial_patchify=0,
-                     inference_mode=True, train_h_div_w_list=[1.0], depth=2, embed_dim=64, num_heads=4,
-                     drop_path_rate=0.1, mlp_ratio=4, block_chunks=2).eval().requires_grad_(False)
-    model.load_state_dict(torch.load(str(g / "infinity_tiny.pth"), weights_only=True), strict=True)
-    return model, vae, np.load(g / "expected_ssg.npz")
-
-
-def _our_infinity_bits(our_infinity, ssg=None):
-    model, vae, z = our_infinity
-    label = (torch.from_numpy(z['kv_compact']), z['lens'].tolist(), torch.from_numpy(z['cu_seqlens_k']),
-             int(z['max_seqlen_k']))
-    sched = [tuple(int(v) for v in s) for s in z['scale_schedule']]
-    with torch.inference_mode():
-        _, idx, _ = model.autoregressive_infer_cfg(
-            vae=vae, scale_schedule=sched, label_B_or_BLT=label, B=len(z['lens']), g_seed=1,
-            cfg_list=z['cfg_list'].tolist(), tau_list=z['tau_list'].tolist(), top_k=900, top_p=0.97, returns_vemb=1,
-            cfg_insertion_layer=[0], vae_type=32, ret_img=False, ssg=ssg)
-    return [i[:, 0] for i in idx]
+    return golden_models.load_infinity(golden_dir)
 
 
 def test_our_infinity_reproduces_the_golden_ssg_reference(our_infinity):
@@ -435,65 +393,50 @@ def test_our_infinity_reproduces_the_golden_ssg_reference(our_infinity):
     z = our_infinity[2]
     name = "sample_with_top_k_top_p_also_inplace_modifying_logits_"
     original = getattr(inf_module, name)
-    with enable_ssg(our_infinity[0], SSG(beta=[float(b) for b in z['beta_list']])):
-        bits = _our_infinity_bits(our_infinity)
+    with enable_ssg(our_infinity[0], SSG(beta=[float(b) for b in z["beta_list"]])):
+        bits = golden_models.infinity_bits(*our_infinity)
     for k, b in enumerate(bits):
-        np.testing.assert_array_equal(b.numpy(), z[f'bits_{k}'], err_msg=f"bits of scale {k}")
+        np.testing.assert_array_equal(b.numpy(), z[f"bits_{k}"], err_msg=f"bits of scale {k}")
     _assert_restored(our_infinity[0], vars(inf_module), name, original)
 
 
-@pytest.mark.parametrize("config", ["list-bicubic-norescale-guided", "decay-interp-area"])
-def test_our_infinity_enable_ssg_equals_ssg_argument(our_infinity, config):
-    kw = CONFIGS[config](len(our_infinity[2]['scale_schedule']))
-    ref = _our_infinity_bits(our_infinity, SSG(**kw))
+@pytest.mark.parametrize("config, h_div_w", [("list-bicubic-norescale-guided", None), ("decay-interp-area", 0.5)])
+def test_our_infinity_enable_ssg_equals_ssg_argument(our_infinity, config, h_div_w):
+    """Also on a non-square schedule: the 0.06M schedule of the h/w = 0.5 template, last grid 11x22."""
+    kw = CONFIGS[config](len(golden_models.infinity_schedule(our_infinity[3], h_div_w)))
+    ref = golden_models.infinity_bits(*our_infinity, ssg=SSG(**kw), h_div_w=h_div_w)
     with enable_ssg(our_infinity[0], SSG(**kw)):
-        bits = _our_infinity_bits(our_infinity)
+        bits = golden_models.infinity_bits(*our_infinity, h_div_w=h_div_w)
     assert all(torch.equal(a, b) for a, b in zip(bits, ref))
 
 
 @pytest.fixture(scope="module")
 def our_hart(golden_dir):
-    from hart.modules.models.transformer import HARTForT2I
-    g = golden_dir / "hart"
-    return HARTForT2I.from_pretrained(g / "checkpoint" / "llm"), dict(np.load(g / "expected.npz")), \
-        dict(np.load(g / "expected_ssg.npz"))
-
-
-def _our_hart_run(our_hart, B=2, ssg=None, final_stage=0):
-    model, case, _ = our_hart
-    torch.manual_seed(int(case["torch_seed"]))
-    np.random.seed(int(case["numpy_seed"]))
-    trace = {}
-    with torch.inference_mode():
-        image = model.autoregressive_infer_cfg(
-            B=B, label_B=torch.from_numpy(case["context_tensor"][:B]), g_seed=int(case["g_seed"]),
-            cfg=float(case["cfg"]), context_position_ids=torch.from_numpy(case["context_position_ids"][:B]),
-            context_mask=torch.from_numpy(case["context_mask"][:B]), final_stage=final_stage, ssg=ssg, trace=trace)
-    return image, trace
+    return golden_models.load_hart(golden_dir)
 
 
 def test_our_hart_reproduces_the_golden_ssg_reference_with_the_residual(our_hart):
     import hart.modules.models.transformer.hart_transformer_t2i as hart_module
-    expected = our_hart[2]
+    model, case, expected = our_hart
     original = hart_module.sample_with_top_k_top_p_
-    with enable_ssg(our_hart[0], SSG(beta=[float(b) for b in expected["ssg_beta"]])):
-        image, trace = _our_hart_run(our_hart)
+    with enable_ssg(model, SSG(beta=[float(b) for b in expected["ssg_beta"]])):
+        image, trace = golden_models.hart_run(model, case)
     for k, t in enumerate(trace["tokens"]):
         np.testing.assert_array_equal(t.numpy(), expected[f"tokens_s{k}"], err_msg=f"tokens of scale {k}")
     # the residual diffusion ran untouched on those tokens; bounds from the golden README ("What must match")
     np.testing.assert_allclose(trace["residual"][0].numpy(), expected["residual"], rtol=0, atol=1e-2)
     np.testing.assert_allclose(image.numpy(), expected["image"], rtol=0, atol=1e-3)
-    _assert_restored(our_hart[0], vars(hart_module), "sample_with_top_k_top_p_", original)
+    _assert_restored(model, vars(hart_module), "sample_with_top_k_top_p_", original)
 
 
 @pytest.mark.parametrize("config", ["list-bicubic-norescale-guided", "decay-interp-area"])
 def test_our_hart_enable_ssg_equals_ssg_argument(our_hart, monkeypatch, config):
-    model = our_hart[0]
-    monkeypatch.setattr(model.vae_proxy[0], "fhat_to_img", lambda f: f.new_zeros(f.shape[0], 3, 1, 1))
+    model, case, _ = our_hart
+    monkeypatch.setattr(model.vae_proxy[0], "fhat_to_img", lambda f: f.new_zeros(f.shape[0], 3, 1, 1))  # no decoding
     kw = CONFIGS[config](len(model.patch_nums))
-    _, ref = _our_hart_run(our_hart, B=1, ssg=SSG(**kw), final_stage=1)
+    _, ref = golden_models.hart_run(model, case, B=1, ssg=SSG(**kw), final_stage=1)
     with enable_ssg(model, SSG(**kw)):
-        _, trace = _our_hart_run(our_hart, B=1, final_stage=1)
+        _, trace = golden_models.hart_run(model, case, B=1, final_stage=1)
     assert all(torch.equal(a, b) for a, b in zip(trace["tokens"], ref["tokens"]))
 
 
