@@ -1,13 +1,14 @@
 """Run an upstream checkout's own `autoregressive_infer_cfg` inside `enable_ssg` on a golden checkpoint.
 
-    python tests/upstream_harness.py var /path/to/VAR --golden ../shared/golden \
+    python tests/upstream_harness.py var /path/to/VAR --golden ../shared/golden/var \
         --ssg '{"beta": [0, 0.5, 0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]}' --out tokens.npz
+    python tests/upstream_harness.py script hart /path/to/hart ../shared/golden/hart /tmp/qwen -- <script flags>
 
 A subprocess helper of tests/test_upstream_checkouts.py (upstream's `hart` cannot share a process with this
 project's). Upstream's code is used unmodified, built and called as the golden README of the model says;
 what upstream needs on a CPU machine is supplied here, in this process only, as import-only stand-ins:
 * Infinity: a `flash_attn` module whose varlen attention is exact per-segment SDPA in float32 (the golden
-  README's replacement), empty `pytz`/`imageio` when they are not installed, and the block norm
+  README's replacement), empty `pytz`/`imageio`/`cv2`/`pandas` when they are not installed, and the block norm
   `fused_ada_layer_norm` evaluated with its own (uncompiled) body;
 * HART: a `hart_backend.fused_kernels` module with the RMSNorm formula, `.cuda()` as a no-op, and (for
   transformers >= 5, where upstream's `from_pretrained` fails) a loader that reads the config and the
@@ -41,7 +42,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO]
 
 
 def _module(name: str, **attrs) -> types.ModuleType:
+    import importlib.machinery
     mod = types.ModuleType(name)
+    mod.__spec__ = importlib.machinery.ModuleSpec(name, None)   # transformers probes packages with find_spec
     mod.__dict__.update(attrs)
     sys.modules[name] = mod
     return mod
@@ -102,7 +105,7 @@ def _flash_attn_stand_in() -> None:
         return torch.cat(out).to(q.dtype)
 
     _module("flash_attn", flash_attn_func=flash_attn_func, flash_attn_varlen_kvpacked_func=flash_attn_varlen_kvpacked_func)
-    for name in ("pytz", "imageio"):   # imported at module level, unused at inference
+    for name in ("pytz", "imageio", "cv2", "pandas"):   # imported at module level, unused at inference
         if not _importable(name):
             _module(name)
 
@@ -162,9 +165,17 @@ def _hart_stand_ins() -> None:
     kernels = _module("hart_backend.fused_kernels", rms_norm=rms_norm, fused_rope_forward_func=unavailable,
                       fused_rope_backward_func=unavailable, fused_rope_with_pos_forward_func=unavailable)
     _module("hart_backend", fused_kernels=kernels)
-    if not torch.cuda.is_available():   # upstream calls .cuda() unconditionally
-        torch.Tensor.cuda = lambda self, *a, **k: self
-        torch.nn.Module.cuda = lambda self, *a, **k: self
+    _no_cuda()
+
+
+def _no_cuda() -> None:
+    """On a machine without a GPU, upstream's unconditional .cuda() / .to('cuda') calls leave things on the CPU."""
+    if torch.cuda.is_available():
+        return
+    real_to = torch.nn.Module.to
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    torch.nn.Module.to = lambda self, *a, **k: self if a and str(a[0]).startswith("cuda") else real_to(self, *a, **k)
 
 
 def _direct_from_pretrained(cls, strict: bool):
@@ -218,7 +229,90 @@ def run_hart(checkout: Path, golden: Path, ssg: SSG, g_seed: int | None) -> dict
             **{f"tokens_s{k}": t.numpy() for k, t in enumerate(tokens)}}
 
 
+# ---------------------------------------------------------------- the example scripts, on a CPU
+def _tiny_text_encoder(kind: str, folder: Path, width: int) -> None:
+    """A random text encoder of the width the golden transformer expects (T5 for Infinity, Qwen2 for HART)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    texts = ["a photo of a cat", "a red heart on a white table", "an owl in the snow", "a dog on a hill"]
+    torch.manual_seed(0)
+    if kind == "t5":
+        from transformers import T5Config, T5EncoderModel, T5TokenizerFast
+        tok = Tokenizer(models.Unigram())
+        tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizers.NFKC(), pre_tokenizers.Metaspace(), decoders.Metaspace()
+        tok.train_from_iterator(texts, trainers.UnigramTrainer(vocab_size=60, special_tokens=["<pad>", "</s>", "<unk>"],
+                                                               unk_token="<unk>"))
+        tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+        T5TokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                        extra_ids=0).save_pretrained(folder)
+        T5EncoderModel(T5Config(vocab_size=64, d_model=width, d_kv=32, d_ff=256, num_layers=1, num_heads=4,
+                                feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1,
+                                decoder_start_token_id=0)).save_pretrained(folder)
+    else:
+        from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2Model
+        bpe = Tokenizer(models.BPE())
+        bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+        bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+        tok = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                      padding_side="right")
+        tok.save_pretrained(folder)
+        Qwen2Model(Qwen2Config(vocab_size=len(tok), hidden_size=width, num_hidden_layers=1, num_attention_heads=4,
+                               num_key_value_heads=2, intermediate_size=256)).save_pretrained(folder)
+
+
+def script(model: str, checkout: Path, golden: Path, text_dir: Path, argv: list[str]) -> None:
+    """Run scripts/<model>_upstream_ssg.py on a CPU with the stand-ins above and the golden checkpoints' sizes
+    (Infinity's loaders hard-code the released widths: they are lowered to the golden ones here)."""
+    import runpy
+    sys.path.insert(0, str(checkout.resolve()))
+    if model == "infinity":
+        _flash_attn_stand_in()
+        import infinity.models.bsq_vae.vae as vae_module
+        import infinity.models.infinity as inf_module
+        case = json.loads((golden / "case.json").read_text())
+        compiled = inf_module.fused_ada_layer_norm
+        inf_module.fused_ada_layer_norm = getattr(compiled, "_torchdynamo_orig_callable", None) or compiled.__wrapped__
+        real_vae_model, real_autoencoder = vae_module.vae_model, vae_module.AutoEncoder
+        b, t = case["vae"]["builder_args"], case["transformer"]["constructor_kwargs"]
+
+        def autoencoder(args):
+            args.base_ch = case["vae"]["base_ch_override"]
+            return real_autoencoder(args)
+
+        def vae_model(path, schedule_mode, codebook_dim, codebook_size, **kw):
+            kw.update(encoder_ch_mult=b["encoder_ch_mult"], decoder_ch_mult=b["decoder_ch_mult"])
+            return real_vae_model(path, schedule_mode, codebook_dim, codebook_size, **kw)
+
+        class GoldenSized(inf_module.Infinity):   # the widths of the golden file instead of --model_type's
+            def __init__(self, **kw):
+                super().__init__(**{**kw, **{k: t[k] for k in ("depth", "embed_dim", "num_heads", "block_chunks")}})
+
+        vae_module.AutoEncoder, vae_module.vae_model, inf_module.Infinity = autoencoder, vae_model, GoldenSized
+        _no_cuda()   # tools/run_infinity.py's loaders move everything to CUDA
+        if not (text_dir / "config.json").exists():
+            _tiny_text_encoder("t5", text_dir, t["text_channels"])
+    elif model == "hart":
+        _hart_stand_ins()
+        import transformers
+        from hart.modules.models.autoencoder import HARTAutoEncoder, HARTAutoEncoderWithDisc
+        from hart.modules.models.transformer import HARTForT2I
+        if int(transformers.__version__.split(".")[0]) >= 5:
+            HARTAutoEncoderWithDisc.from_pretrained = _direct_from_pretrained(HARTAutoEncoderWithDisc, strict=False)
+            HARTAutoEncoder.from_pretrained = _direct_from_pretrained(HARTAutoEncoder, strict=False)
+            HARTForT2I.from_pretrained = _direct_from_pretrained(HARTForT2I, strict=True)
+        if not (text_dir / "config.json").exists():
+            _tiny_text_encoder("qwen2", text_dir, 1536)
+    sys.path.remove(str(checkout.resolve()))
+    sys.argv = [str(REPO / "scripts" / f"{model}_upstream_ssg.py"), *argv]
+    sys.path.insert(0, str(REPO / "scripts"))
+    runpy.run_path(sys.argv[0], run_name="__main__")
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "script":   # script MODEL CHECKOUT GOLDEN TEXT_DIR -- script flags
+        model, checkout, golden, text_dir = sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), Path(sys.argv[5])
+        torch.set_num_threads(2)
+        return script(model, checkout, golden, text_dir, sys.argv[sys.argv.index("--") + 1:])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model", choices=["var", "infinity", "hart"])
     p.add_argument("checkout", type=Path)
