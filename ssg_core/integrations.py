@@ -48,7 +48,7 @@ class UpstreamModel:
     class_name: str      # the model class
     module: str          # its module inside the checkout (matched as a dotted suffix)
     sampler: str         # module-level sampler that autoregressive_infer_cfg calls after CFG
-    bit_logits: bool     # the sampler receives (B, h*w*d, 2) views of (B, h*w, 2d) logits
+    bit_logits: bool     # the sampler receives (B, h*w*d, 2) views of (B, h*w, 2d) logits (with use_bit_label)
 
     @property
     def where(self) -> str:
@@ -103,8 +103,8 @@ def _grids(kind: UpstreamModel, model: Any, args: dict[str, Any]) -> tuple[list[
 class _Call:
     """The state of one running `autoregressive_infer_cfg` call: which scale the next sampler call is."""
 
-    def __init__(self, kind: UpstreamModel, ssg, grids: list[tuple[int, int]], expected: int):
-        self.kind, self.ssg, self.grids, self.expected = kind, ssg, grids, expected
+    def __init__(self, kind: UpstreamModel, ssg, grids: list[tuple[int, int]], expected: int, bit_logits: bool):
+        self.kind, self.ssg, self.grids, self.expected, self.bit_logits = kind, ssg, grids, expected, bit_logits
         self.k = 0
         self.bits: int | None = None   # Infinity: bits per token, fixed by the first call
         self.thread = threading.get_ident()
@@ -120,7 +120,7 @@ class _Call:
             raise self.refuse(f"`{self.kind.sampler}` was called more than once per scale ({k + 1} calls for {K} scales)")
         h, w = self.grids[k]
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        if self.kind.bit_logits:  # (B, h*w*d, 2): bit j of token t at row t*d + j, classes in the last axis
+        if self.bit_logits:  # (B, h*w*d, 2): bit j of token t at row t*d + j, classes in the last axis
             fits = (isinstance(logits, torch.Tensor) and logits.ndim == 3 and logits.shape[2] == 2
                     and logits.shape[1] % (h * w) == 0 and (self.bits is None or logits.shape[1] == h * w * self.bits))
             if not fits:
@@ -158,6 +158,9 @@ def _structure(model: Any, kind: UpstreamModel) -> tuple[Callable, inspect.Signa
     if not callable(namespace.get(kind.sampler)):
         raise SSGError(f"enable_ssg: module {namespace.get('__name__')} has no function `{kind.sampler}` "
                        f"({kind.where})")
+    if kind is not INFINITY and not hasattr(model, "patch_nums"):
+        raise SSGError(f"enable_ssg: {type(model).__name__} has no attribute patch_nums (its scale schedule; "
+                       f"{kind.where})")
     sig = inspect.signature(fn)
     needed = {INFINITY: ("scale_schedule",)}.get(kind, ())
     missing = [n for n in needed if n not in sig.parameters]
@@ -209,11 +212,14 @@ def enable_ssg(model: Any, ssg) -> Iterator[Any]:
         except TypeError:
             return inner(*args, **kwargs)   # upstream's own error for a wrong call
         bound.apply_defaults()
+        if bound.arguments.get("ssg") is not None:   # this project's models also take ssg=: never guide twice
+            raise SSGError("enable_ssg: this call also passes ssg=; use one of the two")
         with call_lock:   # checked first: a second call must not reset the SSG state of the running one
             if state["call"] is not None:
                 raise SSGError(f"enable_ssg: {kind.name}.{FUNCTION} is already running under this context (a nested "
                                f"or concurrent call); SSG keeps per-call state, so calls must not overlap")
-            state["call"] = call = _Call(kind, ssg, [], 0)
+            # Infinity built with use_bit_label=0 samples (B, h*w, V) token logits, like VAR
+            state["call"] = call = _Call(kind, ssg, [], 0, kind.bit_logits and bool(getattr(model, "use_bit_label", 1)))
         try:
             call.grids, call.expected = _grids(kind, model, bound.arguments)
             ssg.reset(len(call.grids))      # a beta list of the wrong length fails here, before sampling

@@ -11,6 +11,7 @@ Real upstream checkouts: tests/test_upstream_checkouts.py (when SSG_UPSTREAM_* p
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
@@ -118,6 +119,19 @@ def test_standin_infinity_equals_direct_ssg(sinf, config, schedule):
     assert all(torch.equal(a, b) for a, b in zip(bits, bits_ref)) and torch.equal(img, img_ref)
     bits_plain, _ = _sinf_call(sinf, sched)
     assert sum(int((a != b).sum()) for a, b in zip(bits, bits_plain)) > 0
+
+
+def test_standin_infinity_token_logits_without_bit_labels(sinf):
+    """use_bit_label=0: the sampler receives (B, h*w, V) token logits, which the hook guides as they are."""
+    model, vae, label = sinf
+    torch.manual_seed(3)
+    tokens_model = standin_infinity.Infinity(vae, text_channels=32, embed_dim=16, use_bit_label=0).eval()
+    sched, runs = SCHEDULES["non-square"], []
+    for ssg, hooked in ((SSG(beta=0.5), False), (SSG(beta=0.5), True), (None, False)):
+        with enable_ssg(tokens_model, ssg) if hooked else contextlib.nullcontext():
+            runs.append(_sinf_call((tokens_model, vae, label), sched, None if hooked else ssg, ret_img=False)[0])
+    assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1]))
+    assert any(not torch.equal(a, b) for a, b in zip(runs[1], runs[2]))
 
 
 def test_standin_infinity_trunk_scale_and_cfg_one(sinf):
@@ -342,6 +356,11 @@ def test_a_sampler_call_that_does_not_fit_is_refused(svar, cls, message):
     assert "78b9539" in str(e.value) and "\n" not in str(e.value)
     assert globals()["sample_with_top_k_top_p_"] is standin_models.helpers.sample_with_top_k_top_p_
     assert "autoregressive_infer_cfg" not in vars(model)
+
+
+def test_ssg_argument_inside_enable_ssg_is_refused(svar):
+    with enable_ssg(svar[1], SSG(beta=0.5)), pytest.raises(SSGError, match="also passes ssg="):
+        _svar_call(svar[1], SSG(beta=0.5))
 
 
 def test_not_an_ssg_object_is_refused(svar):

@@ -58,11 +58,17 @@ class Infinity(nn.Module):
                 logits_BlV = (self.head(x[:B]) * 3).mul(1 / tau_list[si])
             if ssg is not None:  # where this project's own Infinity calls it: (B, h*w, 2d), before the reshape
                 logits_BlV = ssg(si, logits_BlV, (pn[1], pn[2]))
-            tmp_bs, tmp_seq_len = logits_BlV.shape[:2]
-            logits_BlV = logits_BlV.reshape(tmp_bs, -1, 2)
-            idx_Bld = sample_with_top_k_top_p_also_inplace_modifying_logits_(
-                logits_BlV, rng=rng, top_k=top_k or self.top_k, top_p=top_p or self.top_p, num_samples=1)[:, :, 0]
-            idx_Bld = idx_Bld.reshape(B, pn[1], pn[2], -1)
+            if self.use_bit_label:
+                tmp_bs, tmp_seq_len = logits_BlV.shape[:2]
+                logits_BlV = logits_BlV.reshape(tmp_bs, -1, 2)
+                idx_Bld = sample_with_top_k_top_p_also_inplace_modifying_logits_(
+                    logits_BlV, rng=rng, top_k=top_k or self.top_k, top_p=top_p or self.top_p, num_samples=1)[:, :, 0]
+                idx_Bld = idx_Bld.reshape(B, pn[1], pn[2], -1)
+            else:   # one of 2d classes per token, on the (B, h*w, V) logits; its binary digits serve as the bits
+                idx_Bl = sample_with_top_k_top_p_also_inplace_modifying_logits_(
+                    logits_BlV, rng=rng, top_k=top_k or self.top_k, top_p=top_p or self.top_p, num_samples=1)[:, :, 0]
+                idx_Bld = (idx_Bl[..., None] >> torch.arange(d)) & 1
+                idx_Bld = idx_Bld.reshape(B, pn[1], pn[2], -1)
             idx_Bl_list.append(idx_Bld.unsqueeze(1))
             codes = (idx_Bld.float() * 2 - 1).permute(0, 3, 1, 2)                                      # (B, d, h, w)
             if si != len(scale_schedule) - 1:
