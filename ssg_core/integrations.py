@@ -186,13 +186,6 @@ def enable_ssg(model: Any, ssg) -> Iterator[Any]:
         raise SSGError(f"enable_ssg: expected an ssg_core.SSG, got {type(ssg).__name__}")
     kind = recognise(model)
     fn, sig, namespace = _structure(model, kind)
-    name = f"{namespace.get('__name__')}.{kind.sampler}"
-    with _registry_lock:
-        if id(namespace) in _patched:
-            raise SSGError(f"enable_ssg: {name} is already patched by another enable_ssg context (nested or "
-                           f"concurrent use on one module is refused); leave that context first")
-        _patched[id(namespace)] = name
-    sampler = namespace[kind.sampler]
     state: dict[str, _Call | None] = {"call": None}
     call_lock = threading.Lock()
 
@@ -231,6 +224,13 @@ def enable_ssg(model: Any, ssg) -> Iterator[Any]:
         return out
 
     autoregressive_infer_cfg.__doc__ = f"{FUNCTION} of this instance with SSG ({ssg!r}); see ssg_core.integrations."
+    name = f"{namespace.get('__name__')}.{kind.sampler}"
+    with _registry_lock:
+        if id(namespace) in _patched:
+            raise SSGError(f"enable_ssg: {name} is already patched by another enable_ssg context (nested or "
+                           f"concurrent use on one module is refused); leave that context first")
+        _patched[id(namespace)] = name
+        sampler = namespace[kind.sampler]   # what the hook calls: the sampler, or whatever wraps it right now
     try:
         namespace[kind.sampler] = hook
         vars(model)[FUNCTION] = autoregressive_infer_cfg

@@ -89,7 +89,8 @@ def test_ssg_core_alone_keeps_upstream_hart_importable(tmp_path):
 
 
 def test_the_whole_project_on_the_path_would_shadow_upstream_hart(tmp_path):
-    """Why the separate distribution exists: with the repository (or `pip install -e .`) anywhere on the path,
-    upstream's namespace package `hart` loses to this project's regular one, even with the checkout first."""
+    """Why the separate distribution exists: with this project's regular package `hart` anywhere on the path (the
+    repository root here; site-packages after a plain `pip install .`), upstream's namespace package `hart` loses
+    to it, even with the checkout first."""
     out = _python("import hart; print('hart', hart.__file__)", tmp_path, STANDINS, REPO)
     assert f"hart {REPO / 'hart' / '__init__.py'}" in out, out

@@ -55,6 +55,15 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+BY_HAND = False   # --by-hand: the checkout carries the lines of docs/upstream.md and takes ssg= itself
+
+
+def _guided(model, ssg: SSG):
+    """(context, extra keyword arguments) of one guided call: enable_ssg, or ssg= for a hand-edited checkout."""
+    import contextlib
+    return (contextlib.nullcontext(), {"ssg": ssg}) if BY_HAND else (enable_ssg(model, ssg), {})
+
+
 def _spy(namespace: dict, name: str, record: list):
     """Wrap the sampler `namespace[name]` so that the indices it returns are kept (before enable_ssg wraps it)."""
     real = namespace[name]
@@ -79,10 +88,11 @@ def run_var(checkout: Path, golden: Path, ssg: SSG, g_seed: int | None) -> dict:
     vae.eval(), var.eval()   # upstream's builder returns the VAR in train mode; the golden run used eval
     tokens: list = []
     _spy(vars(models.var), "sample_with_top_k_top_p_", tokens)
-    with torch.inference_mode(), enable_ssg(var, ssg):
+    context, extra = _guided(var, ssg)
+    with torch.inference_mode(), context:
         var.autoregressive_infer_cfg(spec["B"], torch.tensor(spec["labels"], dtype=torch.int64),
                                      g_seed=spec["g_seed"] if g_seed is None else g_seed, cfg=spec["cfg"],
-                                     top_k=spec["top_k"], top_p=spec["top_p"], more_smooth=False)
+                                     top_k=spec["top_k"], top_p=spec["top_p"], more_smooth=False, **extra)
     return {"module_file": models.var.__file__, **{f"tokens_s{k}": t.numpy() for k, t in enumerate(tokens)}}
 
 
@@ -147,8 +157,9 @@ def run_infinity(checkout: Path, golden: Path, ssg: SSG, g_seed: int | None, h_d
     call["cfg_list"], call["tau_list"] = [call["cfg_list"][0]] * len(schedule), [call["tau_list"][0]] * len(schedule)
     bits: list = []   # upstream returns no labels for bitwise models; the sampler's output (B, h*w*d) holds them
     _spy(vars(inf_module), "sample_with_top_k_top_p_also_inplace_modifying_logits_", bits)
-    with torch.inference_mode(), enable_ssg(model, ssg):
-        model.autoregressive_infer_cfg(vae=vae, scale_schedule=schedule, label_B_or_BLT=label, **call)
+    context, extra = _guided(model, ssg)
+    with torch.inference_mode(), context:
+        model.autoregressive_infer_cfg(vae=vae, scale_schedule=schedule, label_B_or_BLT=label, **call, **extra)
     return {"module_file": inf_module.__file__,
             **{f"bits_{k}": b.reshape(b.shape[0], h, w, -1).numpy() for k, (b, (_, h, w)) in enumerate(zip(bits, schedule))}}
 
@@ -220,11 +231,13 @@ def run_hart(checkout: Path, golden: Path, ssg: SSG, g_seed: int | None) -> dict
     _spy(vars(hart_module), "sample_with_top_k_top_p_", tokens)
     torch.manual_seed(int(z["torch_seed"]))
     np.random.seed(int(z["numpy_seed"]))
-    with torch.inference_mode(), enable_ssg(ema, ssg):
+    context, extra = _guided(ema, ssg)
+    with torch.inference_mode(), context:
         image = ema.autoregressive_infer_cfg(
             B=2, label_B=torch.from_numpy(case["context_tensor"]), g_seed=int(z["g_seed"]) if g_seed is None else g_seed,
             cfg=float(z["cfg"]), more_smooth=bool(z["more_smooth"]),
-            context_position_ids=torch.from_numpy(z["context_position_ids"]), context_mask=torch.from_numpy(z["context_mask"]))
+            context_position_ids=torch.from_numpy(z["context_position_ids"]), context_mask=torch.from_numpy(z["context_mask"]),
+            **extra)
     return {"module_file": hart_module.__file__, "image": image.numpy(),
             **{f"tokens_s{k}": t.numpy() for k, t in enumerate(tokens)}}
 
@@ -320,8 +333,12 @@ def main() -> None:
     p.add_argument("--ssg", default="{}", help="SSG keyword arguments as JSON")
     p.add_argument("--g-seed", type=int, default=None, help="another sampling seed than the golden case's")
     p.add_argument("--h-div-w", type=float, default=None, help="Infinity: the 0.06M schedule of this h/w template")
+    p.add_argument("--by-hand", action="store_true",
+                   help="the checkout has the lines of docs/upstream.md: pass ssg= instead of using enable_ssg")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
+    global BY_HAND
+    BY_HAND = args.by_hand
     torch.set_num_threads(2)   # the golden files were written with 2 threads
     sys.path.insert(0, str(args.checkout.resolve()))
     run = {"var": run_var, "infinity": run_infinity, "hart": run_hart}[args.model]
