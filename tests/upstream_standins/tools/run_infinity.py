@@ -55,22 +55,21 @@ def load_transformer(vae, args):
     return model
 
 
+# name -> (type, default, choices): the model flags of upstream's run_infinity.py that the stand-in reads
+COMMON_FLAGS = {
+    "cfg": (str, "3", None), "tau": (float, 1, None), "pn": (str, None, ["0.06M", "0.25M", "1M"]),
+    "model_path": (str, None, None), "cfg_insertion_layer": (int, 0, None), "vae_type": (int, 1, None),
+    "vae_path": (str, "", None), "add_lvl_embeding_only_first_block": (int, 0, [0, 1]),
+    "use_bit_label": (int, 1, [0, 1]), "model_type": (str, "infinity_2b", None),
+    "sampling_per_bits": (int, 1, [1, 2, 4, 8, 16]), "text_encoder_ckpt": (str, "", None),
+    "text_channels": (int, 2048, None), "apply_spatial_patchify": (int, 0, [0, 1]),
+    "h_div_w_template": (float, 1.0, None), "enable_positive_prompt": (int, 0, [0, 1]), "seed": (int, 0, None),
+    "bf16": (int, 1, [0, 1]),
+}
+REQUIRED = {"pn", "model_path"}
+
+
 def add_common_arguments(parser):
-    parser.add_argument('--cfg', type=str, default='3')
-    parser.add_argument('--tau', type=float, default=1)
-    parser.add_argument('--pn', type=str, required=True, choices=['0.06M', '0.25M', '1M'])
-    parser.add_argument('--model_path', type=str, required=True)
-    parser.add_argument('--cfg_insertion_layer', type=int, default=0)
-    parser.add_argument('--vae_type', type=int, default=1)
-    parser.add_argument('--vae_path', type=str, default='')
-    parser.add_argument('--add_lvl_embeding_only_first_block', type=int, default=0, choices=[0, 1])
-    parser.add_argument('--use_bit_label', type=int, default=1, choices=[0, 1])
-    parser.add_argument('--model_type', type=str, default='infinity_2b')
-    parser.add_argument('--sampling_per_bits', type=int, default=1, choices=[1, 2, 4, 8, 16])
-    parser.add_argument('--text_encoder_ckpt', type=str, default='')
-    parser.add_argument('--text_channels', type=int, default=2048)
-    parser.add_argument('--apply_spatial_patchify', type=int, default=0, choices=[0, 1])
-    parser.add_argument('--h_div_w_template', type=float, default=1.000)
-    parser.add_argument('--enable_positive_prompt', type=int, default=0, choices=[0, 1])
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--bf16', type=int, default=1, choices=[0, 1])
+    for name, (kind, default, choices) in COMMON_FLAGS.items():
+        extra = {"required": True} if name in REQUIRED else {"default": default}
+        parser.add_argument(f"--{name}", type=kind, choices=choices, **extra)
