@@ -163,13 +163,13 @@ class VAR(nn.Module):
         rng.manual_seed(int(g_seed))
         return rng, None
 
-    def _sample_tokens(self, logits_BlV: torch.Tensor, rng, rngs, top_k: int, top_p: float) -> torch.Tensor:
-        """Filter `logits_BlV` (B, l, V) in place and draw one token per position -> (B, l) int64."""
-        if rngs is None:  # upstream: one multinomial over the (B*l, V) matrix
-            return sample_with_top_k_top_p_(logits_BlV, rng=rng, top_k=top_k, top_p=top_p, num_samples=1)[:, :, 0]
-        # per-image generators: the filter is row-wise, so filtering the batch at once equals filtering
-        # image by image; each image then draws its (l, V) problem from its own generator, exactly
-        # what a batch of one with g_seed=<its seed> draws.
+    @staticmethod
+    def _sample_per_image(logits_BlV: torch.Tensor, rngs: list[torch.Generator], top_k: int, top_p: float) -> torch.Tensor:
+        """Filter `logits_BlV` (B, l, V) in place and draw image b's tokens from `rngs[b]` -> (B, l) int64.
+
+        The filter is row-wise, so filtering the batch at once equals filtering image by image; each image
+        then draws its (l, V) problem from its own generator, exactly what a batch of one with
+        g_seed=<its seed> draws."""
         top_k_top_p_filter_(logits_BlV, top_k, top_p)
         probs = logits_BlV.softmax(dim=-1)
         return torch.stack([torch.multinomial(probs[b], num_samples=1, replacement=True, generator=g)[:, 0]
@@ -235,7 +235,11 @@ class VAR(nn.Module):
                 if ssg is not None:
                     logits_BlV = ssg(si, logits_BlV, (pn, pn))  # SSG hook: after CFG, before top-k/top-p
 
-                idx_Bl = self._sample_tokens(logits_BlV, rng, rngs, top_k, top_p)  # (B, l)
+                if rngs is None:  # upstream: one multinomial over the (B*l, V) matrix, through the module-level
+                    # name upstream's loop uses, so ssg_core.integrations.enable_ssg can hook it here as there
+                    idx_Bl = sample_with_top_k_top_p_(logits_BlV, rng=rng, top_k=top_k, top_p=top_p, num_samples=1)[:, :, 0]
+                else:
+                    idx_Bl = self._sample_per_image(logits_BlV, rngs, top_k, top_p)  # (B, l)
                 tokens.append(idx_Bl)
                 if not more_smooth:  # the default (FID) case
                     h_BChw = quant.embedding(idx_Bl)  # (B, l, Cvae)
