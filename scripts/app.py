@@ -462,7 +462,7 @@ def build_ui(app: App):
 
     def on_run(name, classes, prompt, seed, beta, betas, schedule, mode, rescale, prior, cache, cfg, top_k, top_p,
                progress=gr.Progress()):
-        s = Settings(seed=seed, cfg=cfg, top_k=top_k, top_p=top_p, beta=betas.strip() or str(beta),
+        s = Settings(seed=seed, cfg=cfg, top_k=top_k, top_p=top_p, beta=(betas or "").strip() or str(beta),
                      beta_schedule=schedule, dse_mode=mode, rescale=rescale, prior=prior, cache=cache)
         try:
             entry = app.catalog.get(name)
@@ -557,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
         _, local_url, share_url = ui.launch(server_name=args.host, server_port=args.port, share=args.share,
                                             prevent_thread_lock=True, quiet=True, ssr_mode=False, show_error=False)
     except OSError as e:
-        raise SSGError(f"cannot serve on {args.host}:{args.port} ({str(e).splitlines()[0]}); try another --port") from None
+        why = "in use" if "empty port" in str(e) else str(e).splitlines()[0]
+        raise SSGError(f"cannot serve on {args.host}:{args.port} ({why}); try another --port") from None
     print(f"SSG web demo on {local_url} (device {device}, started in {time.perf_counter() - t0:.1f} s; Ctrl+C stops it)"
           + (f"; public link {share_url}" if share_url else ""), flush=True)
     try:

@@ -299,12 +299,35 @@ def test_command_line_mistakes_are_one_line(app, argv, message, capsys):
     assert message is None or message in err
 
 
-def test_page_offers_every_schedule_and_option(app):
+def test_a_port_in_use_is_one_line(app, monkeypatch, capsys):
+    pytest.importorskip("gradio", reason="the app extra is not installed (pip install -e \".[app]\")")
+    import socket
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # main sets both for its process: restored after the test
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(SystemExit) as e:
+            app.main(["--port", str(port), "--device", "cpu"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == f"error: cannot serve on 127.0.0.1:{port} (in use); try another --port\n"
+
+
+def test_page_offers_every_schedule_and_option(load_script, tmp_path, monkeypatch):
+    """The schedule menu is ssg_core.guidance.SCHEDULES (a schedule added there appears without a change here);
+    a model whose weights are missing says so in the menu."""
     gr = pytest.importorskip("gradio", reason="the app extra is not installed (pip install -e \".[app]\")")
+    import huggingface_hub.constants
+
+    import ssg_core.guidance
+    monkeypatch.setattr(ssg_core.guidance, "SCHEDULES", (*SCHEDULES, "some-new-schedule"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    app = load_script("scripts/app.py")
     ui = app.build_ui(app.App(torch.device("cpu")))
     by_id = {b.elem_id: b for b in ui.blocks.values() if getattr(b, "elem_id", None)}
-    assert [c[1] for c in by_id["schedule"].choices] == list(SCHEDULES)
-    labels = dict((v, k) for k, v in by_id["model"].choices)
-    assert labels["var-d36"].endswith("(not downloaded)") or labels["var-d36"].endswith("px)")
-    assert {"baseline", "ssg", "strip", "plot", "status", "run", "classes", "prompt", "betas"} <= set(by_id)
-    assert isinstance(by_id["baseline"], gr.Image) and by_id["baseline"].format == "png"
+    assert [c[1] for c in by_id["schedule"].choices] == [*SCHEDULES, "some-new-schedule"]
+    labels = {v: k for k, v in by_id["model"].choices}
+    assert labels["var-d36"].endswith("(not downloaded)") and not labels["demo"].endswith("(not downloaded)")
+    assert {"baseline", "ssg", "strip", "plot", "status", "run", "classes", "prompt", "betas", "seed"} <= set(by_id)
+    assert all(isinstance(by_id[k], gr.Image) and by_id[k].format == "png" for k in ("baseline", "ssg", "strip"))
