@@ -5,8 +5,10 @@ The browser test is tests/test_app_browser.py."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,17 +20,33 @@ from ssg_core.guidance import SCHEDULES
 from test_hart_sample import _base as _hart_flags, tiny_root  # noqa: F401  (a fixture, shared)
 from test_infinity_cli import tiny  # noqa: F401  (a fixture, shared)
 
+REPO = Path(__file__).resolve().parents[1]
 DIGITS = "0,1,2,3"
 
 
-@pytest.fixture
-def app(load_script):
-    return load_script("scripts/app.py")
+@pytest.fixture(scope="module")
+def app():
+    """scripts/app.py as a module, loaded once for this file (conftest's load_script loads it per test)."""
+    with pytest.MonkeyPatch.context() as mp:
+        spec = importlib.util.spec_from_file_location("script_app", REPO / "scripts" / "app.py")
+        module = importlib.util.module_from_spec(spec)
+        mp.setitem(sys.modules, "script_app", module)  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+        yield module
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def demo_app(app):
     return app.App(torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def demo_comparison(app):
+    """(comparison of digits 0-3 at seed 3, beta 0.5; the progress calls it made, loading included; its App)."""
+    progress = []
+    a = app.App(torch.device("cpu"))
+    c = a.compare("demo", DIGITS, _settings(app, seed=3), lambda i, n, desc: progress.append((i, n)))
+    return c, progress, a
 
 
 def _settings(app, **kw):
@@ -37,11 +55,10 @@ def _settings(app, **kw):
 
 
 # ---------------------------------------------------------------- the comparison, on the shipped demo model
-def test_demo_comparison_matches_the_sampler_bit_for_bit(app, demo_app):
+def test_demo_comparison_matches_the_sampler_bit_for_bit(demo_comparison):
     """The recording hook changes nothing: baseline = sampling with ssg=None, SSG = sampling with the SSG alone."""
-    progress = []
-    c = demo_app.compare("demo", DIGITS, _settings(app, seed=3), lambda i, n, desc: progress.append((i, n)))
-    var = demo_app.loaded["demo"].var
+    c, progress, a = demo_comparison
+    var = a.loaded["demo"].var
     labels = torch.tensor([0, 1, 2, 3])
     with torch.inference_mode():
         base, base_tok = var.autoregressive_infer_cfg(4, labels, g_seed=3, cfg=1.5, top_k=0, top_p=0.96,
@@ -61,8 +78,8 @@ def test_demo_comparison_matches_the_sampler_bit_for_bit(app, demo_app):
     assert progress[0] == (0, 1) and progress[1:] == [(i, 2 * K) for i in range(1, 2 * K + 1)]
 
 
-def test_strip_is_the_multiscale_decoding_and_ends_at_the_image(app, demo_app):
-    c = demo_app.compare("demo", DIGITS, _settings(app))
+def test_strip_is_the_multiscale_decoding_and_ends_at_the_image(app, demo_comparison):
+    c = demo_comparison[0]
     K = len(c.grids)
     for run in (c.baseline, c.guided):
         assert len(run.scales) == K and all(x.shape == run.images.shape[1:] for x in run.scales)
@@ -78,7 +95,7 @@ def test_strip_is_the_multiscale_decoding_and_ends_at_the_image(app, demo_app):
 
 
 def test_beta_zero_makes_ssg_the_baseline_and_the_page_says_so(app, demo_app):
-    c = demo_app.compare("demo", DIGITS, _settings(app, beta="0"))
+    c = demo_app.compare("demo", DIGITS, _settings(app, beta="0"), strip=False)
     assert c.guided is c.baseline and c.token_change == [0.0] * len(c.grids) and c.logit_change == [0.0] * len(c.grids)
     assert "every beta is 0" in app.summary(demo_app.catalog["demo"], c)
 
@@ -87,12 +104,15 @@ def test_ssg_options_reach_the_hook(app, demo_app):
     """Schedule and DSE options come through ssg_core.cli.make_ssg: a list, a schedule, another prior change
     the betas or the tokens."""
     K = 6
-    lin = demo_app.compare("demo", DIGITS, _settings(app, beta="1", beta_schedule="linear-increase"))
-    assert lin.betas == pytest.approx([0.0] + [k / (K - 1) for k in range(1, K)])
-    listed = demo_app.compare("demo", DIGITS, _settings(app, beta="0, 0, 0, 0, 0, 1"))
+    ssg, betas = app.build_ssg(_settings(app, beta="1", beta_schedule="linear-increase"), K)
+    assert betas == pytest.approx([0.0] + [k / (K - 1) for k in range(1, K)]) and ssg.schedule == "linear-increase"
+    ssg, _ = app.build_ssg(_settings(app, dse_mode="area", rescale=False, prior="interp", cache="guided"), K)
+    assert (ssg.mode, ssg.rescale, ssg.prior, ssg.cache) == ("area", False, "interp", "guided")
+    assert app.build_ssg(_settings(app, beta="0"), K) == (None, [0.0] * K)
+    listed = demo_app.compare("demo", DIGITS, _settings(app, beta="0, 0, 0, 0, 0, 1"), strip=False)
     assert listed.logit_change[:5] == [0.0] * 5 and listed.logit_change[5] > 0 and listed.token_change[:5] == [0.0] * 5
-    dse = demo_app.compare("demo", DIGITS, _settings(app, seed=1))
-    interp = demo_app.compare("demo", DIGITS, _settings(app, seed=1, prior="interp"))
+    interp = demo_app.compare("demo", DIGITS, _settings(app, prior="interp"), strip=False)
+    dse = demo_app.compare("demo", DIGITS, _settings(app), strip=False)
     assert not torch.equal(dse.guided.images, interp.guided.images)
     assert torch.equal(dse.baseline.images, interp.baseline.images)
 
@@ -118,8 +138,8 @@ def test_bad_input_is_one_line(app, demo_app, kw, condition, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_pictures_and_plot(app, demo_app):
-    c = demo_app.compare("demo", DIGITS, _settings(app))
+def test_pictures_and_plot(app, demo_comparison):
+    c = demo_comparison[0]
     grid = app.grid_image(c.baseline.images)  # 16 px digits shown at 256 px, 2 x 2, 4 px gaps
     assert grid.shape == (2 * 256 + 3 * 4, 2 * 256 + 3 * 4, 3) and grid.std() > 10
     assert app.grid_image(torch.rand(10, 3, 16, 16)).shape[:2] == (3 * 256 + 4 * 4, 4 * 256 + 5 * 4)
