@@ -1,7 +1,8 @@
 """The web demo end to end in a real headless Chromium: `python scripts/app.py` on a free local port, two tabs
 each asking for a comparison at once (both complete: the queue serves one sampling at a time), the images and
 the strip fetched from the page and checked as PNGs, then a bad beta list (a one-line message in the page) and
-a good request after it (the app keeps serving). Every request the page makes stays on 127.0.0.1.
+a good request after it (the app keeps serving). Every request the page makes stays on 127.0.0.1, and the app
+process connects to nothing else either (an audit hook reports any other connection or name lookup).
 
 Needs the app extra (gradio), Playwright's Python package and a Chromium binary (Debian's `chromium`; Playwright
 is pointed at it and downloads nothing). Skipped with the reason when one is missing, except in CI (CI=true),
@@ -27,6 +28,19 @@ REPO = Path(__file__).resolve().parents[1]
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DONE = "betas per scale"  # the status line of a finished comparison
+# `python scripts/app.py ARGS` with an audit hook that reports every connection or name lookup leaving this machine
+AUDITED = """
+import runpy, sys
+LOCAL = ("127.0.0.1", "::1", "localhost", "0.0.0.0")
+def outside(event, args):
+    host = args[1][0] if event == "socket.connect" and isinstance(args[1], tuple) else \\
+        args[0] if event == "socket.getaddrinfo" else None
+    if host is not None and str(host) not in LOCAL:
+        print("outside connection:", event, host, file=sys.stderr, flush=True)
+sys.addaudithook(outside)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 def _missing_or_skip(what: str):
@@ -56,11 +70,13 @@ def server(tmp_path_factory):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio")))
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "app.py"), "--port", str(port), "--device", "cpu"],
+    proc = subprocess.Popen([sys.executable, "-c", AUDITED, str(REPO / "scripts" / "app.py"), "--port", str(port),
+                             "--device", "cpu"],
                             cwd=tmp_path_factory.mktemp("cwd"), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    log: list[str] = []  # everything the app prints, for the test to read
+    threading.Thread(target=lambda: [(lines.put(line), log.append(line)) for line in proc.stdout], daemon=True).start()
     seen, url = [], None
     try:
         while url is None and time.perf_counter() - t0 < 60:
@@ -75,7 +91,7 @@ def server(tmp_path_factory):
                 url = line[line.index("http://"):].split()[0]
         assert url is not None, "the app printed no URL:\n" + "".join(seen)
         print(f"app started in {time.perf_counter() - t0:.1f} s: {url}")
-        yield url
+        yield url, log
     finally:
         proc.terminate()
         try:
@@ -125,6 +141,7 @@ def _wait_status(page, text: str, timeout_s: float = 90) -> str:
 
 
 def test_two_tabs_images_strip_plot_then_a_bad_input_in_a_real_browser(server, browser):
+    server, log = server
     t0 = time.perf_counter()
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     requests: list[str] = []
@@ -165,6 +182,7 @@ def test_two_tabs_images_strip_plot_then_a_bad_input_in_a_real_browser(server, b
 
     outside = sorted({u for u in requests if not u.startswith(server.rstrip("/")) and not u.startswith("data:")})
     assert outside == [], f"the page reached outside the app: {outside[:5]}"
+    assert not [line for line in log if "outside connection" in line], "".join(log)[-2000:]  # nor did the server
     print(f"browser test body: {time.perf_counter() - t0:.1f} s")
     context.close()
 
