@@ -455,7 +455,7 @@ def build_ui(app: App):
         ok, status = model_status(entry, app.ckpt_dir)
         d = sampling_defaults(entry)
         text = entry.family != "var"  # class ids are the model's own (digits or ImageNet); a prompt carries over
-        return (f"weights: {status}" if ok else f"**weights: {status}**",
+        return ("weights: " + status.replace("not downloaded", "**not downloaded**", 1),
                 gr.update(visible=not text, value=None if text else d["condition"]),
                 gr.update(visible=text, value=(current_prompt or "").strip() or d["condition"] if text else None),
                 d["cfg"], gr.update(value=d["top_k"], interactive=entry.family != "hart"), d["top_p"])

@@ -1,8 +1,9 @@
 """The web demo end to end in a real headless Chromium: `python scripts/app.py` on a free local port, two tabs
 each asking for a comparison at once (both complete: the queue serves one sampling at a time), the images and
 the strip fetched from the page and checked as PNGs, then a bad beta list (a one-line message in the page) and
-a good request after it (the app keeps serving). Every request the page makes stays on 127.0.0.1, and the app
-process connects to nothing else either (an audit hook reports any other connection or name lookup).
+a good request after it (the app keeps serving), and a model whose weights are missing (its download command, in
+the menu and after a click). Every request the page makes stays on 127.0.0.1, and the app process connects to
+nothing else either (an audit hook reports any other connection or name lookup).
 
 Needs the app extra (gradio), Playwright's Python package and a Chromium binary (Debian's `chromium`; Playwright
 is pointed at it and downloads nothing). Skipped with the reason when one is missing, except in CI (CI=true),
@@ -68,7 +69,8 @@ def server(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-               GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio")))
+               GRADIO_TEMP_DIR=str(tmp_path_factory.mktemp("gradio")),
+               HF_HOME=str(tmp_path_factory.mktemp("hf_home")))  # an empty Hugging Face cache: no model but the demo
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", AUDITED, str(REPO / "scripts" / "app.py"), "--port", str(port),
                              "--device", "cpu"],
@@ -134,10 +136,10 @@ def _fill(page, selector: str, text: str) -> None:
     page.locator(f"{selector} textarea, {selector} input").first.fill(text)
 
 
-def _wait_status(page, text: str, timeout_s: float = 90) -> str:
+def _wait_status(page, text: str, timeout_s: float = 90, selector: str = "#status") -> str:
     page.wait_for_function("([sel, t]) => document.querySelector(sel)?.innerText.includes(t)",
-                           arg=["#status", text], timeout=timeout_s * 1000)
-    return page.inner_text("#status")
+                           arg=[selector, text], timeout=timeout_s * 1000)
+    return page.inner_text(selector)
 
 
 def test_two_tabs_images_strip_plot_then_a_bad_input_in_a_real_browser(server, browser):
@@ -179,6 +181,15 @@ def test_two_tabs_images_strip_plot_then_a_bad_input_in_a_real_browser(server, b
     _wait_status(first, DONE)
     _wait_pictures(first)
     assert _png(first, "#ssg").std() > 20
+
+    # a model whose weights are not here (empty cache): the menu says so, a click says how to get them
+    first.locator("#model input").click()
+    first.locator("ul[role=listbox] li", has_text="HART").click()
+    assert "not downloaded" in _wait_status(first, "scripts/download.py --model hart-0.7b", selector="#model-status")
+    assert first.locator("#prompt").is_visible() and not first.locator("#classes").is_visible()
+    first.click("#run")
+    message = _wait_status(first, "error:")
+    assert "hart-0.7b is not downloaded" in message and "python scripts/download.py --model hart-0.7b" in message
 
     outside = sorted({u for u in requests if not u.startswith(server.rstrip("/")) and not u.startswith("data:")})
     assert outside == [], f"the page reached outside the app: {outside[:5]}"
