@@ -59,7 +59,8 @@ def default_catalog() -> dict[str, Entry]:
     entries = [Entry("demo", "var", "demo: tiny VAR on sklearn digits", ("--model", "demo"))]
     entries += [Entry(f"var-d{d}", "var", f"VAR-d{d} (ImageNet classes, {size} px)", ("--model", f"var-d{d}"))
                 for d, (size, _) in RELEASED.items()]
-    entries += [Entry("infinity-125m", "infinity", "Infinity-125M (text, 256 px)", ("--model_type", "infinity_layer12")),
+    entries += [Entry("infinity-125m", "infinity", "Infinity-125M (text, 256 px)",
+                      ("--model_type", "infinity_layer12")),
                 Entry("infinity-2b", "infinity", "Infinity-2B (text, 1024 px)", ("--model_type", "infinity_2b")),
                 Entry("infinity-8b", "infinity", "Infinity-8B (text, 1024 px)", ("--model_type", "infinity_8b")),
                 Entry("hart-0.7b", "hart", "HART-0.7B (text, 1024 px)")]
@@ -82,8 +83,8 @@ def model_status(entry: Entry, ckpt_dir: Path | None) -> tuple[bool, str]:
     missing = missing_files(entry.name, ckpt_dir)
     if not missing:
         return True, f"downloaded ({ckpt_dir if ckpt_dir else 'Hugging Face cache'})"
-    return False, (f"not downloaded ({len(missing)} missing, e.g. {missing[0]}): run `{download_command(entry.name, ckpt_dir)}`"
-                   f" on a machine with network; the app never downloads")
+    return False, (f"not downloaded ({len(missing)} missing, e.g. {missing[0]}): run "
+                   f"`{download_command(entry.name, ckpt_dir)}` on a machine with network; the app never downloads")
 
 
 # ---------------------------------------------------------------- one sampling run and what it leaves
@@ -530,8 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also make a public gradio.live link (needs network)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda, cuda:1, cpu. Default: cuda if available")
     p.add_argument("--ckpt-dir", type=Path, default=None,
-                   help="folder with checkpoints fetched by `scripts/download.py --ckpt-dir`. Default: the Hugging Face "
-                        "cache")
+                   help="folder with checkpoints fetched by `scripts/download.py --ckpt-dir`. Default: the Hugging "
+                        "Face cache")
     return p
 
 
