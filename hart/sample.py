@@ -320,16 +320,20 @@ class Sampler:
             return encode_prompts(prompts, self.text_model, self.tokenizer, self.args.max_token_length,
                                   self.system_prompt, self.args.use_llm_system_prompt)
 
-    def sample(self, encoded, seed: int, with_ssg: bool) -> torch.Tensor:
-        """(B, 3, H, W) in [0, 1] (autocast dtype) for the encoded prompts; global generators reseeded with `seed`."""
+    def sample(self, encoded, seed: int, with_ssg: bool, trace: dict | None = None, hook=None) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] (autocast dtype) for the encoded prompts; global generators reseeded with `seed`.
+
+        trace: filled with per-scale tensors (see `HARTForT2I.autoregressive_infer_cfg`). hook: a logits processor
+        used instead of the flags' SSG (e.g. the web demo's recording wrapper); `with_ssg` is then not read.
+        """
         _, mask, pos, context = encoded
         torch.manual_seed(seed)
         np.random.seed(seed % 2 ** 32)
         with torch.inference_mode(), self.autocast():
             return self.model.autoregressive_infer_cfg(
                 B=context.shape[0], label_B=context, g_seed=seed, cfg=self.args.cfg, top_p=self.args.top_p,
-                more_smooth=self.args.more_smooth, context_position_ids=pos, context_mask=mask,
-                ssg=self.ssg if with_ssg else None)  # the autocast dtype, which the PNG conversion depends on
+                more_smooth=self.args.more_smooth, context_position_ids=pos, context_mask=mask, trace=trace,
+                ssg=hook if hook is not None else (self.ssg if with_ssg else None))  # autocast dtype out
 
 
 def settings(args, llm: Path, text: Path) -> dict:

@@ -365,3 +365,39 @@ def load_strict(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], wh
             parts.append(f"{len(wrong)} shape mismatches (e.g. {wrong[:2]})")
         raise SSGError(f"{what} does not fit the model: " + "; ".join(parts))
     module.load_state_dict(state_dict, strict=True)
+
+
+def missing_files(model: str, ckpt_dir: str | os.PathLike | None = None) -> list[str]:
+    """The files of `model` (a `MODELS` name) that are not on this machine; never downloads anything.
+
+    Looks where the samplers look: with `ckpt_dir`, a single file as `ckpt_dir/<filename>` or by its base
+    name, a whole repository as a non-empty `ckpt_dir/<repo name>/` (where scripts/download.py puts it);
+    without, the Hugging Face cache (a repository counts when its cached snapshot holds every pattern named
+    without wildcards and at least one matching file). Returns one description per missing item.
+    """
+    import fnmatch
+
+    from huggingface_hub import snapshot_download, try_to_load_from_cache
+    missing = []
+    for f in MODELS[model]:
+        name = f"{f.repo_id}/{f.filename}" if f.kind == "file" else f"{f.repo_id} (repository)"
+        if f.kind == "file" and ckpt_dir is not None:
+            found = any(c.is_file() for c in (Path(ckpt_dir) / f.filename, Path(ckpt_dir) / Path(f.filename).name))
+        elif f.kind == "file":
+            found = isinstance(try_to_load_from_cache(f.repo_id, f.filename, repo_type=f.repo_type), str)
+        elif ckpt_dir is not None:
+            folder = Path(ckpt_dir) / f.repo_id.split("/")[-1]
+            found = folder.is_dir() and any(folder.iterdir())
+        else:
+            try:
+                folder = Path(snapshot_download(f.repo_id, repo_type=f.repo_type, local_files_only=True))
+            except Exception:  # not cached (huggingface_hub raises LocalEntryNotFoundError, or an OSError)
+                folder = None
+            files = ([p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+                     if folder is not None else [])
+            pats = f.allow_patterns or ("*",)
+            found = (any(fnmatch.fnmatch(p, pat) for p in files for pat in pats)
+                     and all(p in files for p in pats if not any(ch in p for ch in "*?[")))
+        if not found:
+            missing.append(name)
+    return missing

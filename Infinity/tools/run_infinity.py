@@ -543,14 +543,14 @@ def load_all(args, device) -> Setup:
                  args.h_div_w_template, args.pn, files)
 
 
-def sample(setup: Setup, args, prompt: str, seed: int, ssg: SSG | None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB."""
+def sample(setup: Setup, args, prompt: str, seed: int, ssg: SSG | None, capture: dict | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB. `capture` receives per-scale tensors (see `Infinity.autoregressive_infer_cfg`)."""
     img = gen_one_img(setup.model, setup.vae, setup.tokenizer, setup.encoder, prompt, cfg_list=setup.cfg_list,
                       tau_list=setup.tau_list, negative_prompt=args.negative_prompt,
                       scale_schedule=setup.scale_schedule, top_k=args.top_k, top_p=args.top_p,
                       cfg_insertion_layer=args.cfg_insertion_layer, vae_type=setup.vae.codebook_dim, g_seed=seed,
                       sampling_per_bits=args.sampling_per_bits, enable_positive_prompt=args.enable_positive_prompt,
-                      ssg=ssg)
+                      ssg=ssg, capture=capture)
     return bgr_to_rgb(img)
 
 

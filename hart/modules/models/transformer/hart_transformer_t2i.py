@@ -184,7 +184,8 @@ class HARTForT2I(nn.Module):
         final_stage != 0: no residual diffusion (discrete-only image).
         ssg: an `ssg_core.SSG` (or None): called as `ssg(k, logits (B, pn*pn, V), (pn, pn))` after CFG.
         trace: optional dict filled with per-scale `tokens`, `logits` (post-CFG, pre-SSG), `guided`
-        (what the sampler receives), and `fhat`, `residual`; for tests and analysis.
+        (what the sampler receives), `fhat_scales` (the accumulated latent (B, Cvae, P, P) after each scale,
+        for coarse-to-fine pictures), and `fhat`, `residual`; for tests and analysis.
         Returns images (B, 3, H, W) in [0, 1].
         """
         if num_maskgit_iters != 1:
@@ -248,6 +249,7 @@ class HARTForT2I(nn.Module):
             if not last:
                 h_BChw = emb_BlC.transpose(1, 2).reshape(B, self.Cvae, pn, pn)
                 f_hat, next_BChw = quant.get_next_autoregressive_input(si, K, f_hat, h_BChw, patch_nums)
+                _record(trace, "fhat_scales", f_hat)
                 next_pn = patch_nums[si + 1]
                 x = self.word_embed(next_BChw.view(B, self.Cvae, -1).transpose(1, 2))
                 x = (x + self.lvl_embed(self.lvl_1L[:, cur_L:cur_L + next_pn * next_pn])).repeat(2, 1, 1)
@@ -263,6 +265,7 @@ class HARTForT2I(nn.Module):
                 _record(trace, "residual", residual)
                 emb_BlC = emb_BlC + residual
             f_hat.add_(emb_BlC.transpose(1, 2).reshape(B, self.Cvae, pn, pn))
+            _record(trace, "fhat_scales", f_hat)
 
         for b in self.blocks:
             b.attn.kv_caching(False)
