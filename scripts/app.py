@@ -97,6 +97,7 @@ class Settings:
     top_p: float = 0.0
     beta: str = "0.5"              # one number, or a comma-separated per-scale list (ssg_core.cli.parse_beta)
     beta_schedule: str = "constant"
+    last_scales: int = 0           # guide only the last n scales (0: every scale from 1 on), as --beta-last-scales
     dse_mode: str = "bilinear"
     rescale: bool = True
     prior: str = "dse"
@@ -300,6 +301,17 @@ def sampling_defaults(entry: Entry) -> dict:
     return dict(condition=DEFAULT_PROMPT, cfg=a.cfg, top_k=0, top_p=a.top_p)
 
 
+def _last_scales(value) -> int | None:
+    """The page's "last n scales" number as `--beta-last-scales` takes it: None for 0 (every scale)."""
+    try:
+        n = float(value or 0)
+    except (TypeError, ValueError):
+        raise SSGError(f"guided scales must be a whole number of scales, got {value!r}") from None
+    if not math.isfinite(n) or n != int(n) or n < 0:
+        raise SSGError(f"guided scales must be a whole number of scales >= 0 (0: every scale), got {value}")
+    return int(n) or None
+
+
 def build_ssg(s: Settings, num_scales: int):
     """(SSG or None when every beta is 0, per-scale betas) through `ssg_core.cli.make_ssg`, so the page's options
     mean what the samplers' flags mean (and any option added there gets its default here)."""
@@ -307,6 +319,7 @@ def build_ssg(s: Settings, num_scales: int):
     add_ssg_args(p, compare=False)
     args = p.parse_args([])
     args.beta, args.beta_schedule, args.dse_mode = s.beta, s.beta_schedule, s.dse_mode
+    args.beta_last_scales = _last_scales(s.last_scales)
     args.rescale, args.prior, args.cache = bool(s.rescale), s.prior, s.cache
     return make_ssg(args, num_scales)
 
@@ -461,10 +474,10 @@ def build_ui(app: App):
                 gr.update(visible=text, value=(current_prompt or "").strip() or d["condition"] if text else None),
                 d["cfg"], gr.update(value=d["top_k"], interactive=entry.family != "hart"), d["top_p"])
 
-    def on_run(name, classes, prompt, seed, beta, betas, schedule, mode, rescale, prior, cache, cfg, top_k, top_p,
-               progress=gr.Progress()):
+    def on_run(name, classes, prompt, seed, beta, betas, schedule, last_scales, mode, rescale, prior, cache, cfg,
+               top_k, top_p, progress=gr.Progress()):
         s = Settings(seed=seed, cfg=cfg, top_k=top_k, top_p=top_p, beta=(betas or "").strip() or str(beta),
-                     beta_schedule=schedule, dse_mode=mode, rescale=rescale, prior=prior, cache=cache)
+                     beta_schedule=schedule, last_scales=last_scales, dse_mode=mode, rescale=rescale, prior=prior, cache=cache)
         try:
             entry = app.catalog.get(name)
             condition = prompt if entry is not None and entry.family != "var" else classes
@@ -493,6 +506,8 @@ def build_ui(app: App):
                                    placeholder="0, 0.5, 0.5, ...", elem_id="betas")
                 schedule = gr.Dropdown(list(SCHEDULES), value="constant", label="beta schedule (for one beta)",
                                        elem_id="schedule")
+                last_scales = gr.Number(label="guide only the last n scales (0: every scale; for one beta)", value=0,
+                                        precision=0, minimum=0, elem_id="last-scales")
                 with gr.Accordion("DSE options", open=False):
                     mode = gr.Dropdown(list(MODES), value="bilinear", label="interpolation of the new band")
                     rescale = gr.Checkbox(value=True, label="rescale the pasted coarse block")
@@ -514,7 +529,7 @@ def build_ui(app: App):
         model_outputs = [model_info, classes, prompt, cfg, top_k, top_p]
         model.change(on_model, inputs=[model, prompt], outputs=model_outputs, queue=False)
         ui.load(on_model, inputs=[model, prompt], outputs=model_outputs, queue=False)
-        run.click(on_run, inputs=[model, classes, prompt, seed, beta, betas, schedule, mode, rescale, prior, cache,
+        run.click(on_run, inputs=[model, classes, prompt, seed, beta, betas, schedule, last_scales, mode, rescale, prior, cache,
                                   cfg, top_k, top_p],
                   outputs=[base_img, ssg_img, strip, plot, status],
                   concurrency_limit=1, concurrency_id=f"sampling-{app.device}")  # one sampling at a time per device

@@ -109,6 +109,8 @@ def test_ssg_options_reach_the_hook(app, demo_app):
     ssg, _ = app.build_ssg(_settings(app, dse_mode="area", rescale=False, prior="interp", cache="guided"), K)
     assert (ssg.mode, ssg.rescale, ssg.prior, ssg.cache) == ("area", False, "interp", "guided")
     assert app.build_ssg(_settings(app, beta="0"), K) == (None, [0.0] * K)
+    _, betas = app.build_ssg(_settings(app, beta="0.6", beta_schedule="linear-increase", last_scales=2), K)
+    assert betas == pytest.approx([0, 0, 0, 0, 0.3, 0.6])  # the window of --beta-last-scales, shape spread over it
     listed = demo_app.compare("demo", DIGITS, _settings(app, beta="0, 0, 0, 0, 0, 1"), strip=False)
     assert listed.logit_change[:5] == [0.0] * 5 and listed.logit_change[5] > 0 and listed.token_change[:5] == [0.0] * 5
     interp = demo_app.compare("demo", DIGITS, _settings(app, prior="interp"), strip=False)
@@ -131,6 +133,9 @@ def test_ssg_options_reach_the_hook(app, demo_app):
     (dict(seed=None), DIGITS, "seed: give a finite number"),
     (dict(seed=-1), DIGITS, "seed must be an integer >= 0"),
     (dict(dse_mode="lanczos"), DIGITS, "unknown DSE interpolation mode"),
+    (dict(last_scales=1.5), DIGITS, "guided scales must be a whole number"),
+    (dict(last_scales=6), DIGITS, "cannot guide the last 6 scales"),
+    (dict(beta="0,1,1,1,1,1", last_scales=1), DIGITS, "a per-scale --beta list already says which scales"),
 ])
 def test_bad_input_is_one_line(app, demo_app, kw, condition, message):
     with pytest.raises(SSGError) as e:
