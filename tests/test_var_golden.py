@@ -1,7 +1,8 @@
 """VAR re-implementation against upstream's own outputs (`golden/var`): tiny random d2 model, CPU fp32.
 
-Each sampling case runs once (module-scoped fixtures); the tests then compare tokens (exact),
-f_hat (exact), the image (max-abs <= 1e-5; uint8 +-1) and the SSG diagnostics.
+Each sampling case runs once (module-scoped fixtures); the tests then compare tokens (exact) and the
+floats within the golden README's bounds, which hold on any CPU (kernel family, thread count): f_hat and
+the image max-abs 1e-5, uint8 +-1, and the SSG diagnostics.
 """
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ import VAR.models.var as var_module
 from ssg_core import SSG, dse
 from ssg_core.evaluation import to_uint8_hwc
 from ssg_core.hub import load_state_dict
+
+
+# Diagnostic logits: other CPU kernels and thread counts moved them by at most 9.5e-6 at scales 0-2 and 2.5e-5
+# at any scale (docs/reproducibility.md); the golden README: differences well under 1e-4 keep every token.
+LOGITS_ATOL = 5e-5
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +84,12 @@ def _check_outputs(run: dict, expected: dict) -> None:
     assert len(run["tokens"]) == 10
     for k, idx in enumerate(run["tokens"]):
         np.testing.assert_array_equal(idx.numpy(), expected[f"tokens_s{k}"], err_msg=f"tokens of scale {k}")
-    np.testing.assert_array_equal(run["fhat"].numpy(), expected["fhat"])
+    # golden README: f_hat follows from the tokens, but other CPU kernels move it (1.4e-6 seen): 1e-5
+    np.testing.assert_allclose(run["fhat"].numpy(), expected["fhat"], rtol=0, atol=1e-5)
     image = run["image"]
     assert image.dtype == torch.float32 and tuple(image.shape) == expected["image"].shape
-    assert np.abs(image.numpy() - expected["image"]).max() <= 1e-5
-    u8 = to_uint8_hwc(image)
+    assert np.abs(image.numpy() - expected["image"]).max() <= 1e-5  # golden README
+    u8 = to_uint8_hwc(image)  # golden README: truncation turns a rounding step at an integer into 1
     assert np.abs(u8.astype(np.int16) - expected["image_uint8"].astype(np.int16)).max() <= 1
 
 
@@ -99,19 +106,20 @@ def test_golden_checkpoints_load_strictly_with_upstream_key_order(golden_dir, va
 def test_plain_sampling_matches_upstream(plain):
     run, expected = plain
     _check_outputs(run, expected)
-    for k in (0, 1):  # the post-CFG logits before filtering (diagnostic)
-        np.testing.assert_allclose(run["logits"][k].numpy(), expected[f"logits_s{k}"], rtol=0, atol=1e-5)
+    for k in (0, 1):  # the post-CFG logits before filtering (diagnostic); bound: see LOGITS_ATOL
+        np.testing.assert_allclose(run["logits"][k].numpy(), expected[f"logits_s{k}"], rtol=0, atol=LOGITS_ATOL)
 
 
 def test_ssg_sampling_matches_reference(guided):
     run, expected = guided
     _check_outputs(run, expected)
-    np.testing.assert_allclose(run["logits"][2].numpy(), expected["guided_s2"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(run["logits"][2].numpy(), expected["guided_s2"], rtol=0, atol=LOGITS_ATOL)
 
 
 def test_ssg_prior_matches_dse_of_previous_logits(guided):
     _, expected = guided
     prior = dse(torch.from_numpy(expected["logits_s1"]), (3, 3), prev_size=(2, 2))
+    # upstream's own logits in, so only DSE's float32 rounding counts: DESIGN.md bounds it at 1e-5
     np.testing.assert_allclose(prior.numpy(), expected["prior_s2"], rtol=0, atol=1e-5)
 
 
