@@ -3,26 +3,13 @@
     python scripts/golden_margins.py            # margins of the six golden cases, in this process
     python scripts/golden_margins.py --matrix   # the same under every CPU kernel family x thread count
 
-Every sampled token (VAR, HART) or bit (Infinity) is one `torch.multinomial` draw, which torch computes
-as an exponential race (the golden READMEs check it): with E ~ Exp(1) drawn row by row from the
-sampling generator, the token is argmax_j of p_j / E_j over the tokens that top-k / top-p keep. Two
-gaps decide it, both in units of a logit difference:
-
-* race margin: (l_c - log E_c) - max over the other kept tokens j of (l_j - log E_j), for the chosen c;
-* filter margin: how far a filter boundary is from changing the kept set in a way that changes the
-  outcome: for an excluded token that would win the race if kept, max(how far it is from being
-  admitted, how far it is behind the winner); for the winner, how far it is from being filtered out.
-  top-k distances are logit gaps to the k-th (or (k+1)-th) largest logit; top-p distances are
-  log((1 - top_p) / cumulative mass), a first-order bound (a logit change d moves every probability by
-  a factor within exp(+-2d)).
-
-A decision can only change if some logit of its row moves by at least half its margin, so a run whose
-logits differ from ours by at most d draws the same tokens wherever margin > 2 d. `--matrix` runs this
-script again under the kernel families default/avx2/avx512 x 1/2/3 threads (each in a subprocess) and
-compares every run with the first: the largest change of a sampler-input logit, the largest change S
-of any decision's margin (recomputed from that run's logits, same random numbers), and the smallest
-fraction of a margin that was left. A case is safe on such CPUs when its smallest margin M >> S.
-The numbers are in docs/reproducibility.md.
+Every sampled token (VAR, HART) or bit (Infinity) is decided by a race margin and a filter margin, in units
+of a logit difference (definitions: ssg_core/margins.py); a logit change d can flip it only where its
+margin is below 2 d. `--matrix` runs this script again under the kernel families default/avx2/avx512 x
+1/2/3 threads (each in a subprocess) and compares every run with the first: the largest change of a
+sampler-input logit, the largest change S of any decision's margin (recomputed from that run's logits
+with the same random numbers), and the smallest fraction of a margin left. A case is safe on such CPUs
+when its smallest margin M >> S. The numbers are in docs/reproducibility.md.
 """
 from __future__ import annotations
 
@@ -33,7 +20,6 @@ import os
 import subprocess
 import sys
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,56 +28,11 @@ import torch
 
 from ssg_core.cli import ArgumentParser, main_guard
 from ssg_core.errors import SSGError
-from ssg_core.sampling import top_k_top_p_filter_
+from ssg_core.margins import Draw, decision_margins, is_exponential_race, spy_sampler
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO.parent / "shared" / "golden"
 MODELS = ("var", "infinity", "hart")
-
-
-# ---------------------------------------------------------------- margins of one draw
-@dataclass
-class Draw:
-    """One sampler call: its input (N, V) before filtering, the filters, the draw and its random numbers."""
-    logits: torch.Tensor   # (N, V) float32, rows = batch x position (x bit for Infinity)
-    top_k: int
-    top_p: float
-    chosen: torch.Tensor   # (N,) int64
-    exp: torch.Tensor      # (N, V) float32: the Exp(1) variates torch.multinomial drew
-
-
-def decision_margins(d: Draw) -> tuple[torch.Tensor, torch.Tensor]:
-    """(race, filter) margins (N,) float64 of every row, in logit-difference units (inf: cannot flip)."""
-    l = d.logits.double()
-    N, V = l.shape
-    c = d.chosen[:, None]
-    inf = torch.tensor(math.inf, dtype=torch.float64)
-    kept = torch.isfinite(top_k_top_p_filter_(d.logits.clone(), d.top_k, d.top_p))
-    score = l - d.exp.double().log()          # race score before the common normalisation
-    win = score.gather(1, c)
-    others = score.masked_fill(~kept, -math.inf).scatter(1, c, -math.inf)
-    race = (win - others.amax(1, keepdim=True))[:, 0]
-
-    admit = torch.full_like(l, math.inf)      # how far an excluded token is from being kept
-    win_out = torch.full((N,), math.inf, dtype=torch.float64)  # how far the winner is from being dropped
-    out_k = torch.zeros_like(kept)
-    k = min(d.top_k, V) if d.top_k > 0 else V
-    if k < V:
-        top = l.topk(k + 1, dim=1).values
-        out_k = l < top[:, k - 1:k]
-        admit = torch.where(out_k, top[:, k - 1:k] - l, admit)
-        win_out = torch.minimum(win_out, (l.gather(1, c) - top[:, k:k + 1])[:, 0])
-    if d.top_p > 0:
-        lk = l.masked_fill(out_k, -inf)
-        ordered, order = lk.sort(dim=1)
-        cum = torch.empty_like(l).scatter_(1, order, ordered.softmax(1).cumsum(1))
-        thr = 1.0 - d.top_p
-        admit = torch.where(~kept & ~out_k, (thr / cum).log(), admit)
-        largest = lk.gather(1, c)[:, 0] >= lk.amax(1)  # the filter never drops the largest
-        win_out = torch.minimum(win_out, torch.where(largest, inf, (cum.gather(1, c)[:, 0] / thr).log()))
-    # an excluded token changes the outcome only if it is admitted and beats the winner
-    threat = torch.maximum(admit, win - score).masked_fill(kept, math.inf).amin(1)
-    return race, torch.minimum(threat, win_out)
 
 
 # ---------------------------------------------------------------- the golden cases
@@ -101,29 +42,6 @@ class CaseRun:
     draws: list[Draw]
     tokens_match: bool                      # every token / bit equals the golden file's
     golden_diff: dict[str, float] = field(default_factory=dict)  # max |ours - golden| per array group
-
-
-@contextmanager
-def spy_sampler(module, attr: str):
-    """Record every call of the sampler `module.attr` as a `Draw` (the call itself is unchanged)."""
-    real, draws = getattr(module, attr), []
-
-    def spy(logits, top_k=0, top_p=0.0, rng=None, num_samples=1):
-        V = logits.shape[-1]
-        state = (rng if rng is not None else torch.default_generator).get_state()
-        before = logits.detach().reshape(-1, V).float().clone()
-        out = real(logits, top_k=top_k, top_p=top_p, rng=rng, num_samples=num_samples)
-        g = torch.Generator()
-        g.set_state(state)
-        exp = torch.empty_like(before).exponential_(generator=g)
-        draws.append(Draw(before, int(top_k), float(top_p), out[..., 0].reshape(-1).cpu(), exp))
-        return out
-
-    setattr(module, attr, spy)
-    try:
-        yield draws
-    finally:
-        setattr(module, attr, real)
 
 
 def _maxabs(a, b) -> float:
@@ -139,7 +57,7 @@ def _diffs(pairs: list[tuple[str, object, object]]) -> dict[str, float]:
     return out
 
 
-def var_runs(gdir: Path) -> list[CaseRun]:
+def var_runs(gdir: Path, images: bool = True) -> list[CaseRun]:
     import VAR.models as models
     import VAR.models.var as var_module
     from ssg_core import SSG
@@ -155,9 +73,9 @@ def var_runs(gdir: Path) -> list[CaseRun]:
         ssg = SSG(beta=spec["ssg_beta"]) if spec["ssg_beta"] else None
         seen, real_decode = {}, vae.fhat_to_img
 
-        def decode(f_hat):  # keep the accumulated latent
+        def decode(f_hat):  # keep the accumulated latent; skip the decoder when no image is wanted
             seen["fhat"] = f_hat.clone()
-            return real_decode(f_hat)
+            return real_decode(f_hat) if images else f_hat.new_zeros(len(f_hat), 3, 1, 1)
 
         vae.fhat_to_img = decode
         try:
@@ -168,8 +86,9 @@ def var_runs(gdir: Path) -> list[CaseRun]:
         finally:
             del vae.fhat_to_img
         match = all(torch.equal(d.chosen, torch.from_numpy(z[f"tokens_s{k}"]).reshape(-1)) for k, d in enumerate(draws))
-        pairs = [("fhat", seen["fhat"], z["fhat"]), ("image", image, z["image"]),
-                 ("image_uint8", to_uint8_hwc(image), z["image_uint8"])]
+        pairs = [("fhat", seen["fhat"], z["fhat"])]
+        if images:
+            pairs += [("image", image, z["image"]), ("image_uint8", to_uint8_hwc(image), z["image_uint8"])]
         if ssg is None:
             pairs += [("logits", draws[k].logits, z[f"logits_s{k}"].reshape(-1, 4096)) for k in (0, 1)]
         else:
@@ -178,7 +97,7 @@ def var_runs(gdir: Path) -> list[CaseRun]:
     return runs
 
 
-def infinity_runs(gdir: Path) -> list[CaseRun]:
+def infinity_runs(gdir: Path, images: bool = True) -> list[CaseRun]:
     import Infinity.infinity.models.infinity as inf_module
     from Infinity.infinity.models.bsq_vae.vae import vae_model
     from ssg_core import SSG
@@ -203,20 +122,21 @@ def infinity_runs(gdir: Path) -> list[CaseRun]:
             _, _, img = model.autoregressive_infer_cfg(
                 vae=vae, scale_schedule=[tuple(int(v) for v in s) for s in z['scale_schedule']], label_B_or_BLT=label,
                 B=len(z['lens']), g_seed=1, cfg_list=z['cfg_list'].tolist(), tau_list=z['tau_list'].tolist(),
-                top_k=900, top_p=0.97, returns_vemb=1, cfg_insertion_layer=[0], vae_type=32, ret_img=True, ssg=ssg,
+                top_k=900, top_p=0.97, returns_vemb=1, cfg_insertion_layer=[0], vae_type=32, ret_img=images, ssg=ssg,
                 capture=cap)
         n = len(z['scale_schedule'])
         match = all(np.array_equal(cap['bits'][k].numpy(), z[f'bits_{k}']) for k in range(n))
         pairs = [("logits", cap['logits'][k], z[f'logits_{k}']) for k in range(n)]
         if ssg is not None:
             pairs += [("guided", cap['guided_logits'][k], z[f'guided_logits_{k}']) for k in range(1, n)]
-        pairs += [("summed_codes", cap['summed_codes'], z['summed_codes']),
-                  ("image_float", cap['image_float'], z['image_float']), ("image_uint8", img, z['image_bgr'])]
+        pairs += [("summed_codes", cap['summed_codes'], z['summed_codes'])]
+        if images:
+            pairs += [("image_float", cap['image_float'], z['image_float']), ("image_uint8", img, z['image_bgr'])]
         runs.append(CaseRun("Infinity " + ("SSG" if ssg else "plain"), draws, match, _diffs(pairs)))
     return runs
 
 
-def hart_runs(gdir: Path) -> list[CaseRun]:
+def hart_runs(gdir: Path, images: bool = True) -> list[CaseRun]:
     import hart.modules.models.transformer.hart_transformer_t2i as hart_module
     from ssg_core import SSG
     from ssg_core.evaluation import to_uint8_hwc
@@ -229,18 +149,26 @@ def hart_runs(gdir: Path) -> list[CaseRun]:
         torch.manual_seed(int(z["torch_seed"]))  # the residual diffusion draws from the global generator
         np.random.seed(int(z["numpy_seed"]))
         trace: dict = {}
-        with spy_sampler(hart_module, "sample_with_top_k_top_p_") as draws, torch.inference_mode():
-            image = model.autoregressive_infer_cfg(
-                B=2, label_B=torch.from_numpy(base["context_tensor"]), g_seed=int(z["g_seed"]), cfg=float(z["cfg"]),
-                more_smooth=bool(z["more_smooth"]), context_position_ids=torch.from_numpy(z["context_position_ids"]),
-                context_mask=torch.from_numpy(z["context_mask"]), ssg=ssg, trace=trace)
+        vae = model.vae_proxy[0]
+        if not images:  # the tokens are all drawn before the residual diffusion and the decoder: skip both
+            vae.fhat_to_img = lambda f_hat: f_hat.new_zeros(len(f_hat), 3, 1, 1)
+        try:
+            with spy_sampler(hart_module, "sample_with_top_k_top_p_") as draws, torch.inference_mode():
+                image = model.autoregressive_infer_cfg(
+                    B=2, label_B=torch.from_numpy(base["context_tensor"]), g_seed=int(z["g_seed"]), cfg=float(z["cfg"]),
+                    more_smooth=bool(z["more_smooth"]), context_position_ids=torch.from_numpy(z["context_position_ids"]),
+                    context_mask=torch.from_numpy(z["context_mask"]), ssg=ssg, trace=trace,
+                    final_stage=0 if images else 1)
+        finally:
+            vae.__dict__.pop("fhat_to_img", None)
         K = len(z["patch_nums"])
         match = all(np.array_equal(trace["tokens"][k].numpy(), z[f"tokens_s{k}"]) for k in range(K))
         pairs = [("logits", trace["logits"][k][..., :8], z[f"logits_c8_s{k}"]) for k in range(K)]
         if ssg is not None:
             pairs += [("guided", trace["guided"][k][..., :8], z[f"guided_c8_s{k}"]) for k in range(K)]
-        pairs += [("fhat", trace["fhat"][0], z["fhat"]), ("residual", trace["residual"][0], z["residual"]),
-                  ("image", image, z["image"]), ("image_uint8", to_uint8_hwc(image), z["image_uint8"])]
+        if images:
+            pairs += [("fhat", trace["fhat"][0], z["fhat"]), ("residual", trace["residual"][0], z["residual"]),
+                      ("image", image, z["image"]), ("image_uint8", to_uint8_hwc(image), z["image_uint8"])]
         runs.append(CaseRun("HART " + ("SSG" if ssg else "plain"), draws, match, _diffs(pairs)))
     return runs
 
@@ -257,18 +185,18 @@ KERNEL_ENV = {
 }
 
 
-def run_cases(golden: Path = GOLDEN, models=MODELS) -> list[CaseRun]:
-    """Run the plain and SSG golden case of each model, recording every draw. Checks that the exponential
-    race reproduces every draw (the reading of torch.multinomial the golden READMEs state)."""
+def run_cases(golden: Path = GOLDEN, models=MODELS, images: bool = True) -> list[CaseRun]:
+    """Run the plain and SSG golden case of each model, recording every draw (`images=False`: VAR and
+    Infinity skip their decoders). Checks that the exponential race reproduces every draw (the reading of
+    torch.multinomial the golden READMEs state)."""
     runs = []
     for m in models:
         if not (golden / m).is_dir():
             raise SSGError(f"golden data not found at {golden / m} (--golden)")
-        runs += RUNNERS[m](golden / m)
+        runs += RUNNERS[m](golden / m, images)
     for r in runs:
         for k, d in enumerate(r.draws):
-            masked = top_k_top_p_filter_(d.logits.clone(), d.top_k, d.top_p)
-            if not torch.equal((masked.softmax(-1) / d.exp).argmax(-1), d.chosen):
+            if not is_exponential_race(d):
                 raise SSGError(f"{r.name}, scale {k}: torch.multinomial is not the exponential race on this torch")
     return runs
 

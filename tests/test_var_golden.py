@@ -17,6 +17,7 @@ import VAR.models.var as var_module
 from ssg_core import SSG, dse
 from ssg_core.evaluation import to_uint8_hwc
 from ssg_core.hub import load_state_dict
+from ssg_core.margins import decision_margins, is_exponential_race, spy_sampler
 
 
 # Diagnostic logits: other CPU kernels and thread counts moved them by at most 9.5e-6 at scales 0-2 and 2.5e-5
@@ -53,7 +54,7 @@ def _sample(vae, var, spec: dict, ssg=None) -> dict:
 
     var_module.sample_with_top_k_top_p_, vae.fhat_to_img = spy_sample, spy_decode
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), spy_sampler(var_module, "sample_with_top_k_top_p_") as out["draws"]:
             out["image"], out["tokens"] = var.autoregressive_infer_cfg(
                 spec["B"], torch.tensor(spec["labels"], dtype=torch.long), g_seed=spec["g_seed"], cfg=spec["cfg"],
                 top_k=spec["top_k"], top_p=spec["top_p"], more_smooth=spec["more_smooth"], ssg=ssg,
@@ -128,6 +129,23 @@ def test_ssg_changes_tokens_from_scale_1_on(plain, guided):
     assert torch.equal(p["tokens"][0], g["tokens"][0])
     changed = sum(int((a != b).sum()) for a, b in zip(p["tokens"], g["tokens"]))
     assert changed == 2145  # as the reference run reports
+
+
+# The largest change of any token's sampling margin across the kernel families default/avx2/avx512 x 1/2/3
+# threads (`python scripts/golden_margins.py --matrix`, docs/reproducibility.md).
+MARGIN_CHANGE = 2.4e-5
+
+
+@pytest.mark.parametrize("which, file", [("plain", "expected.npz"), ("guided", "expected_ssg.npz")])
+def test_tokens_are_decided_far_above_cpu_noise(which, file, case, request):
+    """A seed, filter or sampling change that left a token near a tie would pass here and fail elsewhere."""
+    run, _ = request.getfixturevalue(which)
+    assert all(is_exponential_race(d) for d in run["draws"])  # how torch.multinomial draws: what margins mean
+    race, filt = zip(*(decision_margins(d) for d in run["draws"]))
+    race = [float(r.min()) for r in race]
+    # upstream's margins (case.json): a logit change d moves a margin by at most 2 d, and d is far below 5e-5
+    assert race == pytest.approx(_spec(case, file)["min_race_log_margin_per_scale"], abs=1e-4)
+    assert min(race + [float(f.min()) for f in filt]) >= 10 * MARGIN_CHANGE
 
 
 def test_beta_zero_is_bitwise_the_plain_case(case, vae_var, plain):
