@@ -115,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     dist.barrier()  # every rank has checked the old manifest before rank 0 rewrites it
     num = len(classes) * args.num_per_class
     if dist.is_main:
-        args.sample_dir.mkdir(parents=True, exist_ok=True)
         write_json(args.sample_dir / MANIFEST, {"settings": settings, "complete": False})
 
     missing = set(pending(args.sample_dir, range(num)))  # one scan of the folder serves both

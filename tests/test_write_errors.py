@@ -186,8 +186,8 @@ def test_evaluation_stops_on_a_full_disk_and_resumes_to_the_same_files(tmp_path,
     script = load_script("scripts/var_sample_eval.py")
 
     def run(sample_dir: Path) -> int:
-        argv = ["--model", "demo", "--num-per-class", "1", "--per-proc-batch-size", "4", "--seed", "3",
-                "--beta", "0.5", "--device", "cpu", "--sample-dir", str(sample_dir)]
+        argv = ["--model", "demo", "--classes", "0,1,2", "--num-per-class", "2", "--per-proc-batch-size", "2",
+                "--seed", "3", "--beta", "0.5", "--device", "cpu", "--sample-dir", str(sample_dir)]
         try:
             return script.main(argv)
         except SystemExit as e:
@@ -195,21 +195,21 @@ def test_evaluation_stops_on_a_full_disk_and_resumes_to_the_same_files(tmp_path,
 
     assert run(tmp_path / "ref") == 0
     ref = {p.name: p.read_bytes() for p in (tmp_path / "ref").glob("*.png")}
-    assert len(ref) == 10
+    assert len(ref) == 6
     capsys.readouterr()
 
-    disk = FullDisk(monkeypatch, files_left=7)  # two probes, the manifest and four images fit; the fifth does not
-    assert run(tmp_path / "s") == 2
+    disk = FullDisk(monkeypatch, files_left=6)  # two probes, the manifest and three images fit, the fourth
+    assert run(tmp_path / "s") == 2               # (the second of its batch) does not
     err = capsys.readouterr().err.strip().splitlines()  # the progress bar's lines, then the error on its own line
-    assert err[-1] == f"error: cannot write {tmp_path / 's' / '000004.png'}: No space left on device"
+    assert err[-1] == f"error: cannot write {tmp_path / 's' / '000003.png'}: No space left on device"
     assert not any("error" in line for line in err[:-1])
     done = {p.name: p.read_bytes() for p in (tmp_path / "s").glob("*.png")}
-    assert sorted(done) == [f"{i:06d}.png" for i in range(4)] and all(done[n] == ref[n] for n in done)  # whole files
+    assert sorted(done) == [f"{i:06d}.png" for i in range(3)] and all(done[n] == ref[n] for n in done)  # whole files
     assert not temp_files(tmp_path) and not (tmp_path / "s.npz").exists()
 
     monkeypatch.setattr(os, "fdopen", disk.real)  # space is back
     assert run(tmp_path / "s") == 0
-    assert "(6 sampled now, 4 already there)" in capsys.readouterr().out
+    assert "(3 sampled now, 3 already there)" in capsys.readouterr().out
     assert {p.name: p.read_bytes() for p in (tmp_path / "s").glob("*.png")} == ref
     np.testing.assert_array_equal(np.load(tmp_path / "s.npz")["arr_0"], np.load(tmp_path / "ref.npz")["arr_0"])
     assert not temp_files(tmp_path)
