@@ -20,6 +20,17 @@ THREADS = int(os.environ.get("SSG_TEST_THREADS", "2"))  # the golden files were 
 torch.set_num_threads(THREADS)
 
 
+def pytest_addoption(parser):
+    parser.addoption("--tolerance-report", action="store_true",
+                     help="print how much of each float tolerance the tests use (tests/tolerance_report.py)")
+
+
+def pytest_configure(config):
+    if config.getoption("--tolerance-report"):
+        import tolerance_report  # beside this file
+        config.pluginmanager.register(tolerance_report, "tolerance_report")
+
+
 def pytest_report_header(config):
     return (f"torch {torch.__version__}: CPU kernels {torch.backends.cpu.get_cpu_capability()}, "
             f"{torch.get_num_threads()} threads (SSG_TEST_THREADS)")
