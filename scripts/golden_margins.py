@@ -270,11 +270,13 @@ def save_base(runs: list[CaseRun], path: Path) -> None:
 
 def matrix(args) -> int:
     """Run this script under every kernel family x thread count; print the table; 1 if a token changed."""
-    cap = torch.backends.cpu.get_cpu_capability()
-    print(f"this CPU: torch picks {cap} kernels; AVX-512 {'present' if 'AVX512' in cap else 'absent'}")
     combos = [(k, t) for k in args.kernels.split(",") for t in args.thread_counts.split(",")]
     if set(k for k, _ in combos) - set(KERNEL_ENV):
         raise SSGError(f"--kernels: choose from {', '.join(KERNEL_ENV)}")
+    if not all(t.isdigit() and int(t) > 0 for _, t in combos):
+        raise SSGError(f"--thread-counts: positive integers, got {args.thread_counts!r}")
+    cap = torch.backends.cpu.get_cpu_capability()
+    print(f"this CPU: torch picks {cap} kernels; AVX-512 {'present' if 'AVX512' in cap else 'absent'}")
     rows, failed = [], False
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base.pt"
