@@ -276,7 +276,11 @@ def matrix(args) -> int:
     if not all(t.isdigit() and int(t) > 0 for _, t in combos):
         raise SSGError(f"--thread-counts: positive integers, got {args.thread_counts!r}")
     cap = torch.backends.cpu.get_cpu_capability()
-    print(f"this CPU: torch picks {cap} kernels; AVX-512 {'present' if 'AVX512' in cap else 'absent'}")
+    try:  # the CPU's own flags where Linux shows them (torch's pick follows ATEN_CPU_CAPABILITY if set)
+        avx512 = " avx512f " in Path("/proc/cpuinfo").read_text().replace("\n", " ")
+    except OSError:
+        avx512 = "AVX512" in cap
+    print(f"this CPU: torch picks {cap} kernels; AVX-512 {'present' if avx512 else 'absent'}")
     rows, failed = [], False
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base.pt"
