@@ -57,7 +57,7 @@ def _diffs(pairs: list[tuple[str, object, object]]) -> dict[str, float]:
     return out
 
 
-def var_runs(gdir: Path, images: bool = True) -> list[CaseRun]:
+def var_runs(gdir: Path) -> list[CaseRun]:
     import VAR.models as models
     import VAR.models.var as var_module
     from ssg_core import SSG
@@ -73,9 +73,9 @@ def var_runs(gdir: Path, images: bool = True) -> list[CaseRun]:
         ssg = SSG(beta=spec["ssg_beta"]) if spec["ssg_beta"] else None
         seen, real_decode = {}, vae.fhat_to_img
 
-        def decode(f_hat):  # keep the accumulated latent; skip the decoder when no image is wanted
+        def decode(f_hat):  # keep the accumulated latent
             seen["fhat"] = f_hat.clone()
-            return real_decode(f_hat) if images else f_hat.new_zeros(len(f_hat), 3, 1, 1)
+            return real_decode(f_hat)
 
         vae.fhat_to_img = decode
         try:
@@ -86,9 +86,8 @@ def var_runs(gdir: Path, images: bool = True) -> list[CaseRun]:
         finally:
             del vae.fhat_to_img
         match = all(torch.equal(d.chosen, torch.from_numpy(z[f"tokens_s{k}"]).reshape(-1)) for k, d in enumerate(draws))
-        pairs = [("fhat", seen["fhat"], z["fhat"])]
-        if images:
-            pairs += [("image", image, z["image"]), ("image_uint8", to_uint8_hwc(image), z["image_uint8"])]
+        pairs = [("fhat", seen["fhat"], z["fhat"]), ("image", image, z["image"]),
+                 ("image_uint8", to_uint8_hwc(image), z["image_uint8"])]
         if ssg is None:
             pairs += [("logits", draws[k].logits, z[f"logits_s{k}"].reshape(-1, 4096)) for k in (0, 1)]
         else:
@@ -97,7 +96,7 @@ def var_runs(gdir: Path, images: bool = True) -> list[CaseRun]:
     return runs
 
 
-def infinity_runs(gdir: Path, images: bool = True) -> list[CaseRun]:
+def infinity_runs(gdir: Path) -> list[CaseRun]:
     import Infinity.infinity.models.infinity as inf_module
     from Infinity.infinity.models.bsq_vae.vae import vae_model
     from ssg_core import SSG
@@ -122,21 +121,20 @@ def infinity_runs(gdir: Path, images: bool = True) -> list[CaseRun]:
             _, _, img = model.autoregressive_infer_cfg(
                 vae=vae, scale_schedule=[tuple(int(v) for v in s) for s in z['scale_schedule']], label_B_or_BLT=label,
                 B=len(z['lens']), g_seed=1, cfg_list=z['cfg_list'].tolist(), tau_list=z['tau_list'].tolist(),
-                top_k=900, top_p=0.97, returns_vemb=1, cfg_insertion_layer=[0], vae_type=32, ret_img=images, ssg=ssg,
+                top_k=900, top_p=0.97, returns_vemb=1, cfg_insertion_layer=[0], vae_type=32, ret_img=True, ssg=ssg,
                 capture=cap)
         n = len(z['scale_schedule'])
         match = all(np.array_equal(cap['bits'][k].numpy(), z[f'bits_{k}']) for k in range(n))
         pairs = [("logits", cap['logits'][k], z[f'logits_{k}']) for k in range(n)]
         if ssg is not None:
             pairs += [("guided", cap['guided_logits'][k], z[f'guided_logits_{k}']) for k in range(1, n)]
-        pairs += [("summed_codes", cap['summed_codes'], z['summed_codes'])]
-        if images:
-            pairs += [("image_float", cap['image_float'], z['image_float']), ("image_uint8", img, z['image_bgr'])]
+        pairs += [("summed_codes", cap['summed_codes'], z['summed_codes']),
+                  ("image_float", cap['image_float'], z['image_float']), ("image_uint8", img, z['image_bgr'])]
         runs.append(CaseRun("Infinity " + ("SSG" if ssg else "plain"), draws, match, _diffs(pairs)))
     return runs
 
 
-def hart_runs(gdir: Path, images: bool = True) -> list[CaseRun]:
+def hart_runs(gdir: Path) -> list[CaseRun]:
     import hart.modules.models.transformer.hart_transformer_t2i as hart_module
     from ssg_core import SSG
     from ssg_core.evaluation import to_uint8_hwc
@@ -149,26 +147,18 @@ def hart_runs(gdir: Path, images: bool = True) -> list[CaseRun]:
         torch.manual_seed(int(z["torch_seed"]))  # the residual diffusion draws from the global generator
         np.random.seed(int(z["numpy_seed"]))
         trace: dict = {}
-        vae = model.vae_proxy[0]
-        if not images:  # the tokens are all drawn before the residual diffusion and the decoder: skip both
-            vae.fhat_to_img = lambda f_hat: f_hat.new_zeros(len(f_hat), 3, 1, 1)
-        try:
-            with spy_sampler(hart_module, "sample_with_top_k_top_p_") as draws, torch.inference_mode():
-                image = model.autoregressive_infer_cfg(
-                    B=2, label_B=torch.from_numpy(base["context_tensor"]), g_seed=int(z["g_seed"]), cfg=float(z["cfg"]),
-                    more_smooth=bool(z["more_smooth"]), context_position_ids=torch.from_numpy(z["context_position_ids"]),
-                    context_mask=torch.from_numpy(z["context_mask"]), ssg=ssg, trace=trace,
-                    final_stage=0 if images else 1)
-        finally:
-            vae.__dict__.pop("fhat_to_img", None)
+        with spy_sampler(hart_module, "sample_with_top_k_top_p_") as draws, torch.inference_mode():
+            image = model.autoregressive_infer_cfg(
+                B=2, label_B=torch.from_numpy(base["context_tensor"]), g_seed=int(z["g_seed"]), cfg=float(z["cfg"]),
+                more_smooth=bool(z["more_smooth"]), context_position_ids=torch.from_numpy(z["context_position_ids"]),
+                context_mask=torch.from_numpy(z["context_mask"]), ssg=ssg, trace=trace)
         K = len(z["patch_nums"])
         match = all(np.array_equal(trace["tokens"][k].numpy(), z[f"tokens_s{k}"]) for k in range(K))
         pairs = [("logits", trace["logits"][k][..., :8], z[f"logits_c8_s{k}"]) for k in range(K)]
         if ssg is not None:
             pairs += [("guided", trace["guided"][k][..., :8], z[f"guided_c8_s{k}"]) for k in range(K)]
-        if images:
-            pairs += [("fhat", trace["fhat"][0], z["fhat"]), ("residual", trace["residual"][0], z["residual"]),
-                      ("image", image, z["image"]), ("image_uint8", to_uint8_hwc(image), z["image_uint8"])]
+        pairs += [("fhat", trace["fhat"][0], z["fhat"]), ("residual", trace["residual"][0], z["residual"]),
+                  ("image", image, z["image"]), ("image_uint8", to_uint8_hwc(image), z["image_uint8"])]
         runs.append(CaseRun("HART " + ("SSG" if ssg else "plain"), draws, match, _diffs(pairs)))
     return runs
 
@@ -185,15 +175,14 @@ KERNEL_ENV = {
 }
 
 
-def run_cases(golden: Path = GOLDEN, models=MODELS, images: bool = True) -> list[CaseRun]:
-    """Run the plain and SSG golden case of each model, recording every draw (`images=False`: VAR and
-    Infinity skip their decoders). Checks that the exponential race reproduces every draw (the reading of
-    torch.multinomial the golden READMEs state)."""
+def run_cases(golden: Path = GOLDEN, models=MODELS) -> list[CaseRun]:
+    """Run the plain and SSG golden case of each model, recording every draw. Checks that the exponential
+    race reproduces every draw (the reading of torch.multinomial the golden READMEs state)."""
     runs = []
     for m in models:
         if not (golden / m).is_dir():
             raise SSGError(f"golden data not found at {golden / m} (--golden)")
-        runs += RUNNERS[m](golden / m, images)
+        runs += RUNNERS[m](golden / m)
     for r in runs:
         for k, d in enumerate(r.draws):
             if not is_exponential_race(d):
