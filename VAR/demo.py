@@ -214,13 +214,11 @@ def _to_model_dtypes(sd: dict[str, torch.Tensor], module: nn.Module) -> dict[str
 
 def save_half(module: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     """Write a module's state dict as safetensors, floating tensors in fp16 (the shipped format), atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+    from ssg_core.evaluation import _atomic_write
     sd = {k: (v.half() if v.is_floating_point() else v).contiguous().cpu() for k, v in module.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(sd, str(tmp), metadata=metadata)
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    data = save(sd, metadata=metadata)
+    _atomic_write(Path(path), lambda f: f.write(data))
 
 
 # ---------------------------------------------------------------- sampling and scoring helpers

@@ -260,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads < 1:
         raise SSGError("--threads must be at least 1")
+    from ssg_core.evaluation import check_output_path, write_json
+    check_output_path(args.out, "--out", folder=True)  # before any training: checkpoints are written atomically
     torch.set_num_threads(args.threads)
-    args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / "train_log.json"
     log: dict = {}  # this run's entries, merged into the file at the end (other stages keep theirs)
     images, labels = demo.load_digits_images()
@@ -305,7 +306,6 @@ def main(argv: list[str] | None = None) -> int:
 
     for entry in log.values():
         entry.update(threads=args.threads, torch=torch.__version__)
-    from ssg_core.evaluation import write_json
     write_json(log_path, {**(json.loads(log_path.read_text()) if log_path.is_file() else {}), **log})
     return 0
 

@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
+    if args.json:
+        from ssg_core.evaluation import check_output_path
+        check_output_path(args.json, "--json")  # now, not after the benchmark
     device = pick_device(args.device)
     if args.steps < 1 or args.warmup < 0:
         raise SSGError("--steps must be >= 1 and --warmup >= 0")

@@ -25,7 +25,7 @@ import torch
 from ssg_core import SSG
 from ssg_core.cli import ArgumentParser, main_guard, pick_device
 from ssg_core.errors import SSGError
-from ssg_core.evaluation import versions, write_json
+from ssg_core.evaluation import check_output_path, versions, write_json
 from Infinity.infinity.models.bsq_vae.vae import vae_model
 from Infinity.infinity.models.infinity import Infinity
 from Infinity.infinity.utils.dynamic_resolution import get_scale_schedule
@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--threads', type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument('--json', default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
+    if args.json:
+        check_output_path(args.json, '--json')  # now, not after the benchmark
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)

@@ -26,7 +26,8 @@ import torch
 
 import VAR.models as models
 from ssg_core import SSG
-from ssg_core.cli import ArgumentParser
+from ssg_core.cli import ArgumentParser, main_guard
+from ssg_core.evaluation import check_output_path
 from profile_ops import format_profile, profile_call  # bench/ is on sys.path when run as a script
 from ssg_timer import TimedSSG
 
@@ -76,6 +77,7 @@ def set_compiled(var, on: bool, cache: dict) -> None:
             del block.ffn.forward
 
 
+@main_guard
 def main(argv: list[str] | None = None) -> None:
     ap = ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
@@ -101,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="after timing, profile one SSG call per depth and dtype at the largest batch: print the "
                          "top operators and write a chrome trace and torch's operator table into DIR")
     args = ap.parse_args(argv)
-
+    if args.profile is not None:
+        check_output_path(args.profile, "--profile", folder=True)  # now, not after the benchmark
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -7,6 +7,8 @@ scripts (run as `python bench/bench_x.py`, which puts this folder on sys.path).
 """
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,9 @@ from typing import Callable
 import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
+
+from ssg_core.errors import SSGError
+from ssg_core.evaluation import _atomic_write
 
 
 @dataclass
@@ -57,11 +62,22 @@ def profile_call(fn: Callable[[], object], device: torch.device, out_dir: Path |
     ops.sort(key=lambda r: -r[2])
     rows = [OpRow(name, calls, us / 1e6, us / busy_us if busy_us else 0.0) for name, calls, us in ops]
     if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        prof.export_chrome_trace(str(out_dir / f"{tag}.trace.json"))
         sort_by = "self_device_time_total" if cuda else "self_cpu_time_total"
-        (out_dir / f"{tag}.ops.txt").write_text(averages.table(sort_by=sort_by, row_limit=60) + "\n")
+        table = (averages.table(sort_by=sort_by, row_limit=60) + "\n").encode()
+        _atomic_write(out_dir / f"{tag}.ops.txt", lambda f: f.write(table))  # also creates out_dir
+        write_trace(prof, out_dir / f"{tag}.trace.json")
     return Profile(wall=wall, busy=busy_us / 1e6, ops=rows)
+
+
+def write_trace(prof, path: Path) -> None:
+    """The profiler's chrome trace at `path`, whole or not at all (torch writes it to a path, not a file
+    object, so it goes into a temporary folder beside `path` first); a write error is one SSGError line."""
+    try:
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+            prof.export_chrome_trace(os.path.join(tmp, path.name))
+            os.replace(os.path.join(tmp, path.name), path)
+    except OSError as e:
+        raise SSGError(f"cannot write {path}: {e.strerror or e}") from e
 
 
 def format_profile(p: Profile, device: torch.device, top: int = 12) -> str:

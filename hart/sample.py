@@ -23,8 +23,8 @@ import torch
 
 from ssg_core.cli import ArgumentParser, add_ssg_args, add_trust_pickle_arg, check_sampling, main_guard, make_ssg
 from ssg_core.errors import SSGError
-from ssg_core.evaluation import (check_output_path, image_seed, init_distributed, pack_npz, pending, save_grid,
-                                 save_png, shard, versions, write_json)
+from ssg_core.evaluation import (_atomic_write, check_output_path, image_seed, init_distributed, pack_npz, pending,
+                                 save_grid, save_png, shard, versions, write_json)
 from ssg_core.hub import resolve_snapshot, sha256
 
 HART_REPO = "mit-han-lab/hart-0.7b-1024px"
@@ -356,9 +356,8 @@ def run_demo(args, sampler: Sampler, prompts: list[str], out: Path) -> list[Path
     if args.compare:  # row 1: baseline, row 2: SSG
         save_grid(out / "compare.png", torch.cat([images["baseline"], images["ssg"]]), nrow=len(prompts))
         written.append(out / "compare.png")
-    tmp = out / ".prompt.txt.tmp"
-    tmp.write_text("\n".join(prompts) + "\n")
-    tmp.replace(out / "prompt.txt")  # whole or not at all
+    text = ("\n".join(prompts) + "\n").encode()
+    _atomic_write(out / "prompt.txt", lambda f: f.write(text))
     return written
 
 
@@ -383,10 +382,11 @@ def run_eval(args, sampler: Sampler, rows: list[dict], out: Path, llm: Path, tex
     dist.barrier()
     for sub, with_ssg in runs(args):
         todo = [i for i in shard(range(n), dist) if i in missing[sub]]  # only this rank writes its shard
-        for i in tqdm(todo, desc=f"HART {sub or 'samples'}", disable=not dist.is_main):
-            seed = image_seed(args.seed, i)
-            img = sampler.sample(sampler.encode([rows[i]["prompt"]]), seed, with_ssg)
-            save_png(out / sub / f"{i:06d}.png", to_uint8_upstream(img)[0])
+        with tqdm(todo, desc=f"HART {sub or 'samples'}", disable=not dist.is_main) as bar:  # closed before an error
+            for i in bar:
+                seed = image_seed(args.seed, i)
+                img = sampler.sample(sampler.encode([rows[i]["prompt"]]), seed, with_ssg)
+                save_png(out / sub / f"{i:06d}.png", to_uint8_upstream(img)[0])
     dist.barrier()
     if dist.is_main:
         for sub, _ in runs(args):

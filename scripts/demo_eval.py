@@ -187,10 +187,10 @@ def plot(path: Path, sweeps: dict[str, list[dict]], summary: dict[str, dict], re
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    finally:
+        plt.close(fig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,9 +268,10 @@ def main(argv: list[str] | None = None) -> int:
                        f"or the same settings")
     jobs = [(k, seed) for k in todo for seed in seeds if str(seed) not in store["runs"].get(k, {})]
     t0 = time.time()
-    for k, seed in tqdm(jobs, desc="settings x seeds", disable=not args.progress):
-        store["runs"].setdefault(k, {})[str(seed)] = run_setting(var, scorer, todo[k], seed, args.per_class, args)
-        write_json(res_path, store)  # after every run: a killed sweep resumes where it stopped
+    with tqdm(jobs, desc="settings x seeds", disable=not args.progress) as bar:  # closed before an error
+        for k, seed in bar:
+            store["runs"].setdefault(k, {})[str(seed)] = run_setting(var, scorer, todo[k], seed, args.per_class, args)
+            write_json(res_path, store)  # after every run: a killed sweep resumes where it stopped
     elapsed = time.time() - t0
 
     summary = {k: summarise({int(s): store["runs"][k][str(s)] for s in seeds}) for k in todo}
@@ -290,7 +291,6 @@ def main(argv: list[str] | None = None) -> int:
         rows = ([(setting_name(s), summary[setting_key(s)], diff(s)) for s in ss]
                 + [(setting_name(real_setting), real, None)])
         text += markdown_table(f"{name} sweep", rows, len(seeds)) + "\n"
-    args.out.mkdir(parents=True, exist_ok=True)
     _atomic_write(args.out / "table.md", lambda f: f.write(text.encode()))
     plot(args.out / "sweep.png", sweeps, summary, real)
     print(text)

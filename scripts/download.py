@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ssg_core.cli import ArgumentParser, main_guard
 from ssg_core.errors import SSGError
-from ssg_core.hub import MODELS, HubFile, resolve_file, resolve_snapshot, sha256
+from ssg_core.evaluation import check_output_path
+from ssg_core.hub import MODELS, HubFile, offline, resolve_file, resolve_snapshot, sha256
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in args.model if m not in MODELS]
     if unknown:
         raise SSGError(f"unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
+    # a folder that cannot take downloads (read-only, full, not a folder) fails now, not after minutes of
+    # downloading; offline, nothing is written (a read-only shared cache is fine then)
+    if offline():
+        pass
+    elif args.ckpt_dir is not None:
+        check_output_path(args.ckpt_dir, "--ckpt-dir", folder=True)
+    else:
+        from huggingface_hub import constants  # imported late: it reads HF_* variables at import
+        check_output_path(constants.HF_HUB_CACHE, "the Hugging Face cache (HF_HUB_CACHE)", folder=True)
     total = sum(len(fetch(m, args.ckpt_dir, args.sha256)) for m in args.model)
     where = args.ckpt_dir if args.ckpt_dir is not None else "the Hugging Face cache"
     print(f"done: {total} file(s) in {where}; sample offline with HF_HUB_OFFLINE=1"

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from ssg_core.cli import ArgumentParser, add_ssg_args, format_betas, main_guard, make_ssg, ssg_settings
 from ssg_core.errors import SSGError
-from ssg_core.evaluation import check_output_path, image_seed, write_json
+from ssg_core.evaluation import _atomic_write, check_output_path, image_seed, write_json
 
 
 class SpectrumRecorder:
@@ -140,11 +140,10 @@ def plot_images(path: Path, freqs: np.ndarray, ratio_base: np.ndarray, ratio_ssg
 
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    finally:
+        plt.close(fig)
 
 
 def load_real_images(path: Path, size: int, limit: int) -> torch.Tensor:

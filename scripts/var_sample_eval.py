@@ -115,7 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     dist.barrier()  # every rank has checked the old manifest before rank 0 rewrites it
     num = len(classes) * args.num_per_class
     if dist.is_main:
-        args.sample_dir.mkdir(parents=True, exist_ok=True)
         write_json(args.sample_dir / MANIFEST, {"settings": settings, "complete": False})
 
     missing = set(pending(args.sample_dir, range(num)))  # one scan of the folder serves both
@@ -124,18 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_after is not None:
         todo = todo[:max(0, args.stop_after)]
     bs = args.per_proc_batch_size
-    bar = tqdm(total=len(todo), desc=f"sampling (rank 0 of {dist.world})", unit="img", disable=not dist.is_main)
-    for start in range(0, len(todo), bs):
-        idx = todo[start:start + bs]
-        labels = torch.tensor([classes[i // args.num_per_class] for i in idx], dtype=torch.long, device=device)
-        seeds = [image_seed(args.seed, i) for i in idx]
-        with torch.inference_mode(), C.autocast(device, dtype):
-            img = var.autoregressive_infer_cfg(len(idx), labels, g_seed=seeds, cfg=args.cfg, top_k=args.top_k,
-                                               top_p=args.top_p, more_smooth=args.more_smooth, ssg=ssg)
-        for i, im in zip(idx, to_uint8_hwc(img.float())):
-            save_png(args.sample_dir / f"{i:06d}.png", im)
-        bar.update(len(idx))
-    bar.close()
+    # `with`: an error (a full disk) closes the bar first, so its one line stands on a line of its own
+    with tqdm(total=len(todo), desc=f"sampling (rank 0 of {dist.world})", unit="img", disable=not dist.is_main) as bar:
+        for start in range(0, len(todo), bs):
+            idx = todo[start:start + bs]
+            labels = torch.tensor([classes[i // args.num_per_class] for i in idx], dtype=torch.long, device=device)
+            seeds = [image_seed(args.seed, i) for i in idx]
+            with torch.inference_mode(), C.autocast(device, dtype):
+                img = var.autoregressive_infer_cfg(len(idx), labels, g_seed=seeds, cfg=args.cfg, top_k=args.top_k,
+                                                   top_p=args.top_p, more_smooth=args.more_smooth, ssg=ssg)
+            for i, im in zip(idx, to_uint8_hwc(img.float())):
+                save_png(args.sample_dir / f"{i:06d}.png", im)
+            bar.update(len(idx))
     if args.stop_after is not None:
         print(f"rank {dist.rank}: stopped after {len(todo)} image(s) (--stop-after); rerun without it to resume")
         return 0

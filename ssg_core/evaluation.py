@@ -8,6 +8,8 @@ fixed seed so split-based Inception Score is not biased by class order.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import platform
@@ -28,38 +30,75 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def _reason(e: OSError) -> str:
+    """What went wrong, in the operating system's words ("No space left on device", "Read-only file system")."""
+    return e.strerror or str(e)
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def _atomic_write(path: Path, write) -> None:
+    """Write `path` through `write(f)` (`f` a binary file object): into a temporary file in the same folder,
+    then renamed over `path`, so the file appears whole or not at all. A failure of the file system (a folder
+    that cannot be created, no permission, a read-only file system, a full disk) is an `SSGError` naming the
+    path and the reason, and the temporary file is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SSGError(f"cannot create the folder {path.parent}: {_reason(e)}") from e
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as e:
+        _remove(tmp)
+        if isinstance(e, OSError):
+            raise SSGError(f"cannot write {path}: {_reason(e)}") from e
         raise
+
+
+def _write_test(folder: Path) -> str | None:
+    """Create, write one byte to and remove a temporary file in `folder`; why that failed, or None."""
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-test.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"\0")
+    except OSError as e:  # ENOENT in a folder that exists: a file system that takes no files, e.g. /proc
+        return "it takes no new files" if e.errno == errno.ENOENT and folder.is_dir() else _reason(e)
+    finally:
+        _remove(tmp)
+    return None
 
 
 def check_output_path(path: str | os.PathLike, what: str, folder: bool = False) -> Path:
     """Fail now, in one line, if `path` (a file, or with `folder` a folder) could not be written later:
-    a folder where a file goes or the reverse, a file in the way of its parent folders, or no write
-    permission. Samplers call it before loading any weights, so a typo costs no sampling time."""
+    a folder where a file goes or the reverse, a file in the way of its parent folders, no permission, a
+    read-only or full file system, a place that takes no files (/proc). The folder that would receive the
+    output (the nearest existing one) gets a test file, created and removed at once. Samplers call this
+    before loading any weights, so a typo costs no sampling time."""
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
         raise SSGError(f"{what} {path} exists and is not a folder")
     if not folder and path.is_dir():
         raise SSGError(f"{what} {path} is a folder; give a file name")
-    for parent in path.parents:  # the nearest existing ancestor decides whether the rest can be created
-        if parent.exists():
+    for parent in ([path] if folder else []) + list(path.parents):
+        if parent.exists():  # the nearest existing folder decides whether the rest can be created
             if not parent.is_dir():
                 raise SSGError(f"{what} {path}: {parent} is a file, not a folder")
             if not os.access(parent, os.W_OK | os.X_OK):
                 raise SSGError(f"{what} {path}: no permission to write in {parent}")
+            reason = _write_test(parent)
+            if reason is not None:
+                raise SSGError(f"{what} {path}: cannot write in {parent}: {reason}")
             break
     return path
 

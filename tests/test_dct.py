@@ -1,3 +1,4 @@
+"""The orthonormal DCT-II matrices against SciPy; float64, so 1e-12 bounds are rounding (1e-14 seen)."""
 import numpy as np
 import pytest
 import scipy.fft

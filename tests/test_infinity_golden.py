@@ -11,7 +11,9 @@ import torch
 
 from Infinity.infinity.models.bsq_vae.vae import vae_model
 from Infinity.infinity.models.infinity import Infinity
+import Infinity.infinity.models.infinity as infinity_module
 from ssg_core import SSG, dse, ssg_guide
+from ssg_core.margins import is_exponential_race, spy_sampler
 
 
 def _build(gdir):
@@ -40,10 +42,11 @@ def _run(model, vae, z, ssg=None):
              int(z['max_seqlen_k']))
     sched = [tuple(int(v) for v in s) for s in z['scale_schedule']]
     cap: dict = {}
-    _, idx_list, img = model.autoregressive_infer_cfg(
-        vae=vae, scale_schedule=sched, label_B_or_BLT=label, B=len(z['lens']), g_seed=1,
-        cfg_list=z['cfg_list'].tolist(), tau_list=z['tau_list'].tolist(), top_k=900, top_p=0.97, returns_vemb=1,
-        cfg_insertion_layer=[0], vae_type=32, ret_img=True, ssg=ssg, capture=cap)
+    with spy_sampler(infinity_module, "sample_with_top_k_top_p_also_inplace_modifying_logits_") as cap['draws']:
+        _, idx_list, img = model.autoregressive_infer_cfg(
+            vae=vae, scale_schedule=sched, label_B_or_BLT=label, B=len(z['lens']), g_seed=1,
+            cfg_list=z['cfg_list'].tolist(), tau_list=z['tau_list'].tolist(), top_k=900, top_p=0.97, returns_vemb=1,
+            cfg_insertion_layer=[0], vae_type=32, ret_img=True, ssg=ssg, capture=cap)
     return cap, idx_list, img
 
 
@@ -52,14 +55,18 @@ def _check_outputs(cap, idx_list, img, z):
     for k in range(n):
         np.testing.assert_array_equal(cap['bits'][k].numpy(), z[f'bits_{k}'], err_msg=f"bits of scale {k}")
         np.testing.assert_array_equal(idx_list[k][:, 0].numpy(), z[f'bits_{k}'])
-        # logits are diagnostic upstream-side; here they came out bitwise equal, allow float32 noise only
-        np.testing.assert_allclose(cap['logits'][k].numpy(), z[f'logits_{k}'], rtol=0, atol=1e-3)
-    np.testing.assert_array_equal(cap['summed_codes'].numpy(), z['summed_codes'])
-    np.testing.assert_allclose(cap['image_float'].numpy(), z['image_float'], rtol=0, atol=1e-3)
+        # diagnostic: a rounding step can flip a bfloat16 rounding in a cross-attention (golden README: 1e-2)
+        np.testing.assert_allclose(cap['logits'][k].numpy(), z[f'logits_{k}'], rtol=0, atol=1e-2)
+    # follows from the bits; the trilinear upsampling sums round differently with other kernels (2.4e-7 seen)
+    np.testing.assert_allclose(cap['summed_codes'].numpy(), z['summed_codes'], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(cap['image_float'].numpy(), z['image_float'], rtol=0, atol=1e-3)  # golden README
     diff = np.abs(img.numpy().astype(np.int64) - z['image_bgr'].astype(np.int64))
-    assert diff.max() <= 1 and (diff > 0).mean() <= 0.01
+    assert diff.max() <= 1 and (diff > 0).mean() <= 0.01  # golden README: +-1 on at most 1 % of the values
     rgb = img.flip(-1).numpy()
     assert (np.abs(rgb.astype(np.int64) - z['image_rgb'].astype(np.int64)) > 0).mean() <= 0.01
+    # each bit is torch.multinomial's exponential race (what scripts/golden_margins.py measures); unlike VAR's and
+    # HART's, Infinity's smallest margins are not far above other CPUs' logit changes (docs/reproducibility.md)
+    assert all(is_exponential_race(d) for d in cap['draws'])
 
 
 def test_checkpoints_load_strictly_with_every_key(golden):
@@ -91,10 +98,15 @@ def test_ssg_sampling_matches_reference(golden):
     for k in range(1, len(sched)):
         (_, hp, wp), (_, h, w) = sched[k - 1], sched[k]
         # the hook sees (B, h*w, 2d) with channel 2j+c = "bit j is c": no layout transform needed
-        prior = dse(cap['logits'][k - 1], (h, w), prev_size=(hp, wp))
+        # upstream's own logits in: only DSE's float32 rounding counts (golden README: float32 matrices vs
+        # float64 transforms differ by up to 4.1e-6)
+        prior = dse(torch.from_numpy(z[f'logits_{k - 1}']), (h, w), prev_size=(hp, wp))
         np.testing.assert_allclose(prior.numpy(), z[f'prior_{k}'], rtol=0, atol=2e-5)
-        np.testing.assert_allclose(cap['guided_logits'][k].numpy(), z[f'guided_logits_{k}'], rtol=0, atol=1e-4)
-        torch.testing.assert_close(cap['guided_logits'][k], ssg_guide(cap['logits'][k], prior, betas[k]))
+        # guided = 1.5 l - 0.5 prior, with the logits (and so the prior) within the golden README's 1e-2
+        np.testing.assert_allclose(cap['guided_logits'][k].numpy(), z[f'guided_logits_{k}'], rtol=0, atol=2e-2)
+        own_prior = dse(cap['logits'][k - 1], (h, w), prev_size=(hp, wp))  # same code, same input: exact
+        torch.testing.assert_close(cap['guided_logits'][k], ssg_guide(cap['logits'][k], own_prior, betas[k]),
+                                   rtol=0, atol=0)
 
 
 def test_beta_zero_is_bitwise_the_plain_run(golden):

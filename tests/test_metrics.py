@@ -1,4 +1,8 @@
-"""VAR/metrics.py on cases with known answers."""
+"""VAR/metrics.py on cases with known answers.
+
+All in float64 (NumPy/SciPy): 1e-9 bounds are rounding; the sampled case's 3 % is the sampling error of
+20000 seeded draws.
+"""
 import numpy as np
 import pytest
 

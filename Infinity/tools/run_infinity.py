@@ -664,11 +664,12 @@ def run_batch(setup: Setup, args, ssg: SSG | None, dist) -> None:
         write_json(outdir / 'manifest.json', manifest)
     todo = [jobs[j] for j in shard(range(len(jobs)), dist)
             if any(not (outdir / sub / f'{jobs[j][0]:06d}_{jobs[j][1]}.png').is_file() for sub, _ in variants)]
-    for i, s in tqdm(todo, desc='infinity', disable=not dist.is_main):
-        for sub, variant_ssg in variants:
-            path = outdir / sub / f'{i:06d}_{s}.png'
-            if not path.is_file():
-                save_png(path, sample(setup, args, items[i]['prompt'], s, variant_ssg))
+    with tqdm(todo, desc='infinity', disable=not dist.is_main) as bar:   # closed before an error is printed
+        for i, s in bar:
+            for sub, variant_ssg in variants:
+                path = outdir / sub / f'{i:06d}_{s}.png'
+                if not path.is_file():
+                    save_png(path, sample(setup, args, items[i]['prompt'], s, variant_ssg))
     dist.barrier()
     if dist.is_main:
         print(f"{len(jobs)} images in {outdir} (manifest.json lists prompts, seeds and settings)")
