@@ -692,20 +692,24 @@ def main(argv: list[str] | None = None) -> int:
             store["records"].append({"key": key, "seed": seed, "name": setting.name(betas), "betas": betas,
                                      "metrics": result, "seconds": round(time.time() - t0, 2)})
             write_json(res_path, store)  # after every run: a killed sweep resumes here
-    if not dist.is_main:
-        return 0
+    if dist.is_main:
+        report(args.out, store, grid3, seeds, metric, target, len(jobs), time.time() - t_all)
+    dist.close()
+    return 0
+
+
+def report(out: Path, store: dict, grid3: list, seeds: list[int], metric, target, sampled: int, seconds: float) -> None:
+    """Rank 0: the table and the plot of every setting in `store`, written beside results.json."""
+    res_path = out / RESULTS
     rows = summarise(store, grid3, seeds, metric)
     header = (f"{target.name}, {target.num_images} images per setting and seed, seeds {','.join(map(str, seeds))}; "
               f"metric {metric.name}; mean ± std over seeds; Δ paired with the baseline (same seeds and images)")
     text = markdown_table(rows, metric, header)
-    _atomic_write(args.out / "table.md", lambda f: f.write(text.encode()))
-    plot(args.out / "sweep.png", rows, metric, header)
+    _atomic_write(out / "table.md", lambda f: f.write(text.encode()))
+    plot(out / "sweep.png", rows, metric, header)
     print(text)
-    print(f"wrote {args.out / 'table.md'}, {args.out / 'sweep.png'}, {res_path} "
-          f"({len(jobs)} (setting, seed) runs sampled now, in {time.time() - t_all:.0f} s)")
-    if dist.world > 1:
-        torch.distributed.destroy_process_group()
-    return 0
+    print(f"wrote {out / 'table.md'}, {out / 'sweep.png'}, {res_path} "
+          f"({sampled} (setting, seed) runs sampled now, in {seconds:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -152,9 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         })
         print(f"{num} images in {args.sample_dir} ({num - already} sampled now, {already} already there); wrote "
               f"{npz} {tuple(shape)} and {args.sample_dir / MANIFEST}")
-    if dist.world > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    dist.close()
     return 0
 
 

@@ -149,6 +149,13 @@ class Dist:
         if self.world > 1:
             torch.distributed.barrier()
 
+    def close(self) -> None:
+        """Leave the process group together: a rank that exits while gloo still talks to the others aborts
+        ("terminate called without an active exception"), so every rank waits for all, then tears down."""
+        if self.world > 1:
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
 
 def init_distributed(device: str | None = None) -> Dist:
     """Join the torchrun process group if there is one (NCCL on GPU, gloo on CPU)."""
