@@ -9,7 +9,6 @@ A checkpoint never runs code unless the caller passes `trust_pickle=True` (`--tr
 from __future__ import annotations
 
 import _compat_pickle  # the stdlib's table of Python 2 -> 3 names, which pickle itself uses
-import contextlib
 import hashlib
 import io
 import os
@@ -186,17 +185,10 @@ TRAINING_GLOBALS: dict[str, object] = {
 }
 
 
-# `torch.serialization.safe_globals` (a context manager) exists from torch 2.5 on, as do the two things the
-# stand-ins need: allow-listed classes may be built (NEWOBJ/BUILD) and Python 2 names (`__builtin__`, written by
-# torch.save's protocol 2) are mapped. With torch 2.4 the stand-ins are not registered, and files that need them
-# are refused like any other; upstream's own training checkpoints do not need them.
-HAS_ALLOW_LIST = hasattr(torch.serialization, "safe_globals")
-
-
 def _allow_list():
-    """Context in which torch's weights-only loader also accepts `TRAINING_GLOBALS` (as their stand-ins)."""
-    if not HAS_ALLOW_LIST:
-        return contextlib.nullcontext()
+    """Context in which torch's weights-only loader also accepts `TRAINING_GLOBALS` (as their stand-ins).
+    `safe_globals` builds allow-listed classes and maps Python 2 names (`__builtin__`, from torch.save's
+    protocol 2) as the stand-ins need (torch >= 2.5; pyproject asks for >= 2.6, see the README's security notes)."""
     return torch.serialization.safe_globals(list(TRAINING_GLOBALS.values()))
 
 
@@ -252,14 +244,12 @@ def unsafe_globals(path: str | os.PathLike) -> list[str]:
     allow-list and `TRAINING_GLOBALS`), in file order. Reads the file; executes nothing of it."""
     path = Path(path)
     found = _pickle_globals(path)
-    try:  # torch >= 2.6 has get_unsafe_globals_in_checkpoint (zip checkpoints only): torch's own verdict
+    try:  # torch's own verdict, for zip checkpoints (torch >= 2.6)
         with _allow_list():
             unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-    except Exception:  # torch < 2.6, a legacy-format file or a plain pickle: the same test by hand
+    except Exception:  # a legacy-format file or a plain pickle: the same test by hand
         from torch import _weights_only_unpickler as wou  # torch's default allow-list (private; guarded)
-        allowed = set(getattr(wou, "_get_allowed_globals", dict)())
-        if HAS_ALLOW_LIST:
-            allowed |= set(TRAINING_GLOBALS)
+        allowed = set(getattr(wou, "_get_allowed_globals", dict)()) | set(TRAINING_GLOBALS)
         unsafe = {n for n in found if n not in allowed}
     return [n for n in found if n in unsafe] + sorted(unsafe.difference(found))
 
@@ -272,10 +262,8 @@ def _refusal(path: Path, e: Exception) -> SSGError:
     how = "if you trust the file and its source, rerun with --trust-pickle (Python: trust_pickle=True)"
     bad = unsafe_globals(path)
     if bad:
-        older = (" (torch >= 2.5 loads this argument object as inert data)"
-                 if bad[0] in TRAINING_GLOBALS and not HAS_ALLOW_LIST else "")
         return SSGError(f"checkpoint {path} refers to the Python global {bad[0]!r}, which could run code when "
-                        f"loaded, so it was not loaded and nothing in it ran{older}; {how}")
+                        f"loaded, so it was not loaded and nothing in it ran; {how}")
     return SSGError(f"checkpoint {path} is corrupt or holds Python objects that torch's weights-only loader "
                     f"refuses ({_first_line(e)}); nothing in it ran; {how}")
 
@@ -286,7 +274,7 @@ def _torch_load(path: Path, device: str, trust_pickle: bool):
             # a plain pickle of protocol >= 4 makes torch warn before it refuses the file: our error says it all
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(str(path), map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:  # the weights-only loader's refusal (torch 2.4 wraps its read errors so too)
+    except pickle.UnpicklingError as e:  # the weights-only loader's refusal
         if not trust_pickle:
             raise _refusal(path, e) from None
     # The user vouched for this file for this run: load it in full, which may run code from it.

@@ -159,7 +159,6 @@ def test_upstream_training_checkpoint_loads_without_opt_in(golden_dir, tmp_path)
         assert sd.keys() == flat[what].keys() and all(torch.equal(sd[k], flat[what][k]) for k in sd)
 
 
-@pytest.mark.skipif(not hasattr(torch.serialization, "safe_globals"), reason="the allow-list needs torch >= 2.5")
 @pytest.mark.parametrize("module", ["utils.arg_util", "infinity.utils.arg_util"])   # VAR's, Infinity's
 def test_pickled_argument_object_loads_through_inert_stand_ins(golden_dir, tmp_path, monkeypatch, module):
     path = tmp_path / "ar-ckpt-last.pth"
@@ -180,7 +179,6 @@ def test_pickled_argument_object_loads_through_inert_stand_ins(golden_dir, tmp_p
     assert (args.depth, args.tlr, args.patch_nums, args.seed_everything) == (2, 3e-4, (1, 2, 3), None)
 
 
-@pytest.mark.skipif(not hasattr(torch.serialization, "safe_globals"), reason="the allow-list needs torch >= 2.5")
 def test_stand_ins_do_nothing_for_a_hostile_file(tmp_path, monkeypatch):
     """The allow-listed names give a hostile file nothing: `getattr` looks nothing up, and an argument class
     outside the list (here another module's `Args`) is refused like any other global."""
@@ -197,28 +195,6 @@ def test_stand_ins_do_nothing_for_a_hostile_file(tmp_path, monkeypatch):
     with pytest.raises(SSGError) as e:
         hub.load_state_dict(tmp_path / "other.pth", nested=("model",))
     assert_refused(str(e.value), tmp_path / "other.pth", "mytrainer.Args")
-
-
-def test_without_the_newer_torch_apis_files_are_still_refused_and_named(golden_dir, tmp_path, monkeypatch):
-    """torch 2.4 has neither `safe_globals` (2.5) nor `get_unsafe_globals_in_checkpoint` (2.6): payloads are
-    refused and named all the same (from the opcodes), and a pickled argument object is refused with a hint."""
-    canary = tmp_path / "canary"
-    exec_file = poisoned("nested", canary, tmp_path / "model.pth")
-    fake = tap_like_args_module("utils.arg_util")
-    monkeypatch.setitem(sys.modules, "utils", types.ModuleType("utils"))
-    monkeypatch.setitem(sys.modules, "utils.arg_util", fake)
-    var_training_checkpoint(golden_dir, tmp_path / "ar-ckpt-last.pth", fake.Args(depth=2))
-    monkeypatch.undo()
-    monkeypatch.setattr(hub, "HAS_ALLOW_LIST", False)
-    monkeypatch.delattr(torch.serialization, "get_unsafe_globals_in_checkpoint")
-    with pytest.raises(SSGError) as e:
-        hub.load_state_dict(exec_file, nested=("model",))
-    assert_refused(str(e.value), exec_file, "builtins.exec")
-    with pytest.raises(SSGError) as e:
-        hub.load_state_dict(tmp_path / "ar-ckpt-last.pth", nested=("trainer.var_wo_ddp",))
-    assert_refused(str(e.value), tmp_path / "ar-ckpt-last.pth", "utils.arg_util.Args")
-    assert "torch >= 2.5 loads this argument object" in str(e.value)
-    assert not canary.exists()
 
 
 # ---------------------------------------------------------------- the model loaders
