@@ -30,7 +30,7 @@ import _upstream
 
 _upstream.import_ssg_core()
 
-from ssg_core.cli import ArgumentParser, add_ssg_args, main_guard, make_ssg, pick_device  # noqa: E402
+from ssg_core.cli import ArgumentParser, add_ssg_args, add_trust_pickle_arg, main_guard, make_ssg, pick_device  # noqa: E402
 from ssg_core.errors import SSGError  # noqa: E402
 from ssg_core.evaluation import check_output_path, save_grid  # noqa: E402
 from ssg_core.hub import load_state_dict, load_strict  # noqa: E402
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device. Default: cuda if available, else cpu")
     p.add_argument("--out", type=Path, default=Path("hart_upstream_ssg.png"), help="PNG grid to write (atomically)")
     p.add_argument("--zoom", type=int, default=1, help="enlarge every image N times in the grid")
+    add_trust_pickle_arg(p, sep="_")
     add_ssg_args(p)
     return p
 
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     model = model.to(device).eval()
     if args.use_ema:   # as sample.py: a copy of the model with the EMA weights
         ema = copy.deepcopy(model)
-        load_strict(ema, load_state_dict(model_path / "ema_model.bin"), f"EMA weights {model_path / 'ema_model.bin'}")
+        load_strict(ema, load_state_dict(model_path / "ema_model.bin", trust_pickle=args.trust_pickle),
+                    f"EMA weights {model_path / 'ema_model.bin'}")
         model = ema
     text_tokenizer = AutoTokenizer.from_pretrained(args.text_model_path)
     text_model = AutoModel.from_pretrained(args.text_model_path).to(device).eval()

@@ -23,7 +23,8 @@ import _upstream
 
 _upstream.import_ssg_core()
 
-from ssg_core.cli import ArgumentParser, add_ssg_args, check_sampling, main_guard, make_ssg, pick_device  # noqa: E402
+from ssg_core.cli import (ArgumentParser, add_ssg_args, add_trust_pickle_arg, check_sampling, main_guard,  # noqa: E402
+                          make_ssg, pick_device)
 from ssg_core.errors import SSGError  # noqa: E402
 from ssg_core.evaluation import check_output_path, save_grid  # noqa: E402
 from ssg_core.hub import load_state_dict, load_strict, resolve_file  # noqa: E402
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast precision on CUDA (upstream's notebook: fp16). Default: fp16 on CUDA, fp32 on CPU")
     p.add_argument("--out", type=Path, default=Path("var_upstream_ssg.png"), help="PNG grid to write (atomically)")
     p.add_argument("--zoom", type=int, default=1, help="enlarge every image N times in the grid")
+    add_trust_pickle_arg(p)
     add_ssg_args(p)
     return p
 
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     name = f"var-d{args.model_depth}"
     vae_path = args.vae_ckpt or resolve_file("FoundationVision/var", "vae_ch160v4096z32.pth", args.ckpt_dir, name)
     var_path = args.var_ckpt or resolve_file("FoundationVision/var", f"var_d{args.model_depth}.pth", args.ckpt_dir, name)
-    vae_sd, var_sd = load_state_dict(vae_path), load_state_dict(var_path)
+    vae_sd = load_state_dict(vae_path, trust_pickle=args.trust_pickle)
+    var_sd = load_state_dict(var_path, trust_pickle=args.trust_pickle)
     ch = int(vae_sd["encoder.conv_in.weight"].shape[0]) if "encoder.conv_in.weight" in vae_sd else 160
     vae, var = models.build_vae_var(V=4096, Cvae=32, ch=ch, share_quant_resi=4, device=device, patch_nums=patch_nums,
                                     num_classes=1000, depth=args.model_depth, shared_aln=args.model_depth == 36)

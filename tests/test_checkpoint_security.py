@@ -276,18 +276,23 @@ def test_every_entry_point_refuses_a_poisoned_checkpoint(golden_dir, tmp_path):
     assert not any(p.suffix == ".png" for p in tmp_path.rglob("*")), "nothing is written"
 
 
-def test_trust_pickle_flag_in_every_entry_point(load_script):
+def test_trust_pickle_flag_in_every_entry_point(load_script, monkeypatch):
     """Both spellings, off by default, and the risk stated in --help, wherever checkpoints are loaded."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))  # the upstream examples import scripts/_upstream.py
     from hart import sample as hart_sample
     from Infinity.tools import run_infinity
     from VAR import sample_ssg
     parsers = {"VAR/sample_ssg.py": sample_ssg.build_parser(), "hart/sample.py": hart_sample.build_parser(),
                "run_infinity.py": run_infinity.build_parser(),
                "scripts/var_sample_eval.py": load_script("scripts/var_sample_eval.py").build_parser(),
-               "scripts/ssg_spectra.py": load_script("scripts/ssg_spectra.py").build_parser()}
-    need = ["--sample-dir", "x"]
+               "scripts/ssg_spectra.py": load_script("scripts/ssg_spectra.py").build_parser(),
+               "scripts/sweep_ssg.py": load_script("scripts/sweep_ssg.py").build_parser(),
+               "scripts/var_upstream_ssg.py": load_script("scripts/var_upstream_ssg.py").build_parser(),
+               "scripts/hart_upstream_ssg.py": load_script("scripts/hart_upstream_ssg.py").build_parser()}
+    need = {"scripts/var_sample_eval.py": ["--sample-dir", "x"], "scripts/var_upstream_ssg.py": ["--upstream", "x"],
+            "scripts/hart_upstream_ssg.py": ["--upstream", "x"]}
     for name, p in parsers.items():
-        extra = need if name == "scripts/var_sample_eval.py" else []
+        extra = need.get(name, [])
         assert p.parse_args(extra).trust_pickle is False, name
         assert p.parse_args([*extra, "--trust-pickle"]).trust_pickle is True, name
         assert p.parse_args([*extra, "--trust_pickle"]).trust_pickle is True, name
