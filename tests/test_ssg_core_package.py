@@ -50,13 +50,24 @@ print("enable_ssg equals ssg=", torch.equal(hooked, direct), "differs from plain
 """
 
 
+def _can_build_wheels_here() -> bool:
+    """Whether this environment's own setuptools builds wheels (>= 70.1 has bdist_wheel, older ones need the
+    `wheel` package): then the build needs no index; otherwise pip fetches its build tools (build isolation)."""
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    major, minor = (int(x) for x in setuptools.__version__.split(".")[:2])
+    return (major, minor) >= (70, 1) or importlib.util.find_spec("wheel") is not None
+
+
 def _install(tmp_path: Path) -> Path:
     src = tmp_path / "src"
     shutil.copytree(REPO / "packages" / "ssg-core", src / "packages" / "ssg-core",
                     ignore=shutil.ignore_patterns("build", "*.egg-info"))
     shutil.copytree(REPO / "ssg_core", src / "ssg_core", ignore=shutil.ignore_patterns("__pycache__"))
     target = tmp_path / "site"
-    offline = ["--no-build-isolation", "--no-index"] if importlib.util.find_spec("setuptools") else []
+    offline = ["--no-build-isolation", "--no-index"] if _can_build_wheels_here() else []
     run = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *offline, "--target", str(target),
                           str(src / "packages" / "ssg-core")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
