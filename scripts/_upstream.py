@@ -75,3 +75,14 @@ def autocast(device, dtype):
     if device.type == "cuda" and dtype is not None:
         return torch.autocast("cuda", dtype=dtype)
     return contextlib.nullcontext()
+
+
+def save_comparison(out: Path, sample_row, ssg, compare: bool, nrow: int, zoom: int) -> str:
+    """Sample the baseline row (with --compare) and the SSG row, each `sample_row(hook)` -> (n, 3, H, W) in [0, 1]
+    with hook None or `ssg`, write them as one PNG grid, and say what the grid shows."""
+    import torch
+
+    from ssg_core.evaluation import save_grid
+    rows = ([sample_row(None)] if compare else []) + [sample_row(ssg)]
+    save_grid(out, torch.cat(rows), nrow=nrow, zoom=zoom)
+    return "baseline (top) and SSG (bottom)" if compare else ("SSG" if ssg is not None else "baseline")

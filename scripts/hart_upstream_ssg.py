@@ -32,7 +32,7 @@ _upstream.import_ssg_core()
 
 from ssg_core.cli import ArgumentParser, add_ssg_args, add_trust_pickle_arg, main_guard, make_ssg, pick_device  # noqa: E402
 from ssg_core.errors import SSGError  # noqa: E402
-from ssg_core.evaluation import check_output_path, save_grid  # noqa: E402
+from ssg_core.evaluation import check_output_path  # noqa: E402
 from ssg_core.hub import load_state_dict, load_strict  # noqa: E402
 from ssg_core.integrations import enable_ssg  # noqa: E402
 
@@ -111,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      context_mask=context_mask)
         return img.float()   # (B, 3, H, W) in [0, 1]
 
-    rows = [sample(None)] if args.compare else []
-    rows.append(sample(ssg))
-    save_grid(args.out, torch.cat(rows), nrow=len(prompts), zoom=args.zoom)
-    what = "baseline (top) and SSG (bottom)" if args.compare else ("SSG" if ssg is not None else "baseline")
+    what = _upstream.save_comparison(args.out, sample, ssg, args.compare, nrow=len(prompts), zoom=args.zoom)
     print(f"wrote {args.out} ({what}: {len(prompts)} prompt(s), seed {args.seed}, beta {betas})")
     return 0
 

@@ -30,7 +30,7 @@ _upstream.import_ssg_core()
 
 from ssg_core.cli import ArgumentParser, add_ssg_args, main_guard, make_ssg  # noqa: E402
 from ssg_core.errors import SSGError  # noqa: E402
-from ssg_core.evaluation import check_output_path, save_grid  # noqa: E402
+from ssg_core.evaluation import check_output_path  # noqa: E402
 from ssg_core.integrations import enable_ssg  # noqa: E402
 
 UPSTREAM = "FoundationVision/Infinity (4c27bbb)"
@@ -102,11 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                                  enable_positive_prompt=args.enable_positive_prompt)
         return img.flip(-1).permute(2, 0, 1).float().div(255).cpu()   # (H, W, 3) uint8 BGR -> (3, H, W) RGB
 
-    rows = []
-    for hook in ([None] if args.compare else []) + [ssg]:
-        rows += [sample(p, hook) for p in prompts]
-    save_grid(args.out, torch.stack(rows), nrow=len(prompts), zoom=args.zoom)
-    what = "baseline (top) and SSG (bottom)" if args.compare else ("SSG" if ssg is not None else "baseline")
+    what = _upstream.save_comparison(args.out, lambda hook: torch.stack([sample(p, hook) for p in prompts]), ssg,
+                                     args.compare, nrow=len(prompts), zoom=args.zoom)
     print(f"wrote {args.out} ({what}: {len(prompts)} prompt(s), seed {args.seed}, {len(schedule)} scales, "
           f"beta {betas})")
     return 0

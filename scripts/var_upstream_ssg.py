@@ -26,7 +26,7 @@ _upstream.import_ssg_core()
 from ssg_core.cli import (ArgumentParser, add_ssg_args, add_trust_pickle_arg, check_sampling, main_guard,  # noqa: E402
                           make_ssg, pick_device)
 from ssg_core.errors import SSGError  # noqa: E402
-from ssg_core.evaluation import check_output_path, save_grid  # noqa: E402
+from ssg_core.evaluation import check_output_path  # noqa: E402
 from ssg_core.hub import load_state_dict, load_strict, resolve_file  # noqa: E402
 from ssg_core.integrations import enable_ssg  # noqa: E402
 
@@ -114,10 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                                                top_p=args.top_p, more_smooth=args.more_smooth)
         return img.float()   # (B, 3, H, W) in [0, 1]
 
-    rows = [sample(None)] if args.compare else []
-    rows.append(sample(ssg))
-    save_grid(args.out, torch.cat(rows), nrow=len(labels), zoom=args.zoom)
-    what = "baseline (top) and SSG (bottom)" if args.compare else ("SSG" if ssg is not None else "baseline")
+    what = _upstream.save_comparison(args.out, sample, ssg, args.compare, nrow=len(labels), zoom=args.zoom)
     print(f"wrote {args.out} ({what}, upstream {models.__file__}: classes {labels}, seed {args.seed}, beta {betas})")
     return 0
 
