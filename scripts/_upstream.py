@@ -86,3 +86,20 @@ def save_comparison(out: Path, sample_row, ssg, compare: bool, nrow: int, zoom: 
     rows = ([sample_row(None)] if compare else []) + [sample_row(ssg)]
     save_grid(out, torch.cat(rows), nrow=nrow, zoom=zoom)
     return "baseline (top) and SSG (bottom)" if compare else ("SSG" if ssg is not None else "baseline")
+
+
+def add_grid_args(p, default_out: str) -> None:
+    """`--out` (the PNG grid) and `--zoom`, as every example writes them."""
+    p.add_argument("--out", type=Path, default=Path(default_out), help="PNG grid to write (atomically)")
+    p.add_argument("--zoom", type=int, default=1, help="enlarge every image N times in the grid")
+
+
+def check_grid_args(args) -> None:
+    """One-line errors for `--out` and `--zoom`, before anything is loaded (the folder is probed for writing)."""
+    from ssg_core.errors import SSGError
+    from ssg_core.evaluation import check_output_path
+    if args.out.suffix.lower() != ".png":
+        raise SSGError(f"--out {args.out}: the grid is written as PNG; give a .png file name")
+    check_output_path(args.out, "--out")
+    if not 1 <= args.zoom <= 16:
+        raise SSGError(f"--zoom must be between 1 and 16, got {args.zoom}")

@@ -32,7 +32,6 @@ _upstream.import_ssg_core()
 
 from ssg_core.cli import ArgumentParser, add_ssg_args, add_trust_pickle_arg, main_guard, make_ssg, pick_device  # noqa: E402
 from ssg_core.errors import SSGError  # noqa: E402
-from ssg_core.evaluation import check_output_path  # noqa: E402
 from ssg_core.hub import load_state_dict, load_strict  # noqa: E402
 from ssg_core.integrations import enable_ssg  # noqa: E402
 
@@ -58,8 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--more_smooth", action=argparse.BooleanOptionalAction, default=True,
                    help="upstream's Gumbel-softmax smoothing (sample.py's default; off for FID)")
     p.add_argument("--device", default=None, help="torch device. Default: cuda if available, else cpu")
-    p.add_argument("--out", type=Path, default=Path("hart_upstream_ssg.png"), help="PNG grid to write (atomically)")
-    p.add_argument("--zoom", type=int, default=1, help="enlarge every image N times in the grid")
+    _upstream.add_grid_args(p, "hart_upstream_ssg.png")
     add_trust_pickle_arg(p, sep="_")
     add_ssg_args(p)
     return p
@@ -68,11 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.out.suffix.lower() != ".png":
-        raise SSGError(f"--out {args.out}: the grid is written as PNG; give a .png file name")
-    check_output_path(args.out, "--out")
-    if not 1 <= args.zoom <= 16:
-        raise SSGError(f"--zoom must be between 1 and 16, got {args.zoom}")
+    _upstream.check_grid_args(args)
     device = pick_device(args.device)
     make_ssg(args, None)   # the SSG flags, checked before any weight is read (a beta list's length: below)
     t2i = _upstream.use_checkout(args.upstream, "hart.modules.models.transformer.hart_transformer_t2i",

@@ -30,7 +30,6 @@ _upstream.import_ssg_core()
 
 from ssg_core.cli import ArgumentParser, add_ssg_args, main_guard, make_ssg  # noqa: E402
 from ssg_core.errors import SSGError  # noqa: E402
-from ssg_core.evaluation import check_output_path  # noqa: E402
 from ssg_core.integrations import enable_ssg  # noqa: E402
 
 UPSTREAM = "FoundationVision/Infinity (4c27bbb)"
@@ -44,8 +43,7 @@ def build_parser(run_infinity=None) -> argparse.ArgumentParser:
                    help="root folder of your FoundationVision/Infinity checkout (the one holding infinity/ and tools/)")
     p.add_argument("--prompt", action="append", default=None,
                    help="text prompt; repeat the flag for several images per row. Default: upstream's 'a dog'")
-    p.add_argument("--out", type=Path, default=Path("infinity_upstream_ssg.png"), help="PNG grid to write (atomically)")
-    p.add_argument("--zoom", type=int, default=1, help="enlarge every image N times in the grid")
+    _upstream.add_grid_args(p, "infinity_upstream_ssg.png")
     add_ssg_args(p)
     if run_infinity is not None:
         run_infinity.add_common_arguments(p.add_argument_group("upstream's flags (tools/run_infinity.py)"))
@@ -68,11 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SSGError(f"importing tools/run_infinity.py of --upstream {known.upstream} failed ({e}); install "
                            f"the packages upstream's code imports into this environment") from None
     args = build_parser(run_infinity).parse_args(argv)
-    if args.out.suffix.lower() != ".png":
-        raise SSGError(f"--out {args.out}: the grid is written as PNG; give a .png file name")
-    check_output_path(args.out, "--out")
-    if not 1 <= args.zoom <= 16:
-        raise SSGError(f"--zoom must be between 1 and 16, got {args.zoom}")
+    _upstream.check_grid_args(args)
     ri = run_infinity
     try:
         schedule = ri.dynamic_resolution_h_w[args.h_div_w_template][args.pn]["scales"]

@@ -26,7 +26,6 @@ _upstream.import_ssg_core()
 from ssg_core.cli import (ArgumentParser, add_ssg_args, add_trust_pickle_arg, check_sampling, main_guard,  # noqa: E402
                           make_ssg, pick_device)
 from ssg_core.errors import SSGError  # noqa: E402
-from ssg_core.evaluation import check_output_path  # noqa: E402
 from ssg_core.hub import load_state_dict, load_strict, resolve_file  # noqa: E402
 from ssg_core.integrations import enable_ssg  # noqa: E402
 
@@ -57,8 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device. Default: cuda if available, else cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="autocast precision on CUDA (upstream's notebook: fp16). Default: fp16 on CUDA, fp32 on CPU")
-    p.add_argument("--out", type=Path, default=Path("var_upstream_ssg.png"), help="PNG grid to write (atomically)")
-    p.add_argument("--zoom", type=int, default=1, help="enlarge every image N times in the grid")
+    _upstream.add_grid_args(p, "var_upstream_ssg.png")
     add_trust_pickle_arg(p)
     add_ssg_args(p)
     return p
@@ -77,12 +75,10 @@ def parse_classes(text: str) -> list[int]:
 @main_guard
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.out.suffix.lower() != ".png":
-        raise SSGError(f"--out {args.out}: the grid is written as PNG; give a .png file name")
-    check_output_path(args.out, "--out")
+    _upstream.check_grid_args(args)
     check_sampling(args.cfg, args.top_k, args.top_p)
-    if args.model_depth < 1 or not 1 <= args.zoom <= 16:
-        raise SSGError("--model-depth must be positive and --zoom between 1 and 16")
+    if args.model_depth < 1:
+        raise SSGError(f"--model-depth must be positive, got {args.model_depth}")
     labels = parse_classes(args.classes)
     device = pick_device(args.device)
     dtype = DTYPES[args.dtype or ("fp16" if device.type == "cuda" else "fp32")]
